@@ -1,0 +1,3 @@
+from aisd.app.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""CLI sub-apps, one per system; see aisd.app.cli."""
