@@ -34,6 +34,9 @@ class EngineSettings(BaseModel):
     max_waiting_requests: int = Field(default=256, ge=1)
     num_threads: int | None = None
     load_on_startup: bool = True
+    seed: int = 0
+    scheduling: str = "fcfs"  # fcfs | priority (lower "priority" value is served first)
+    device: str = "cpu"  # cpu | cuda | auto
 
 
 class EmbedSettings(BaseModel):
@@ -62,17 +65,39 @@ class RagSettings(BaseModel):
     llm_url: str | None = None  # an OpenAI-compatible server; None = aisd's engine in process
     llm_model: str | None = None
     max_tokens: int = Field(default=256, ge=1)
+    # R2: the rest of the pipeline (mirrors aisd.rag.pipeline.RagConfig; see docs/rag.md)
+    mode: str = "simple"  # simple | agentic
+    rerank_candidates: int = Field(default=50, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    min_score: float | None = None  # relevance gate on the retriever's score (its own scale)
+    min_similarity: float | None = 0.1  # relevance gate: cos(question, best chunk) with the embedder
+    context_window: int | None = None  # override the LLM's reported window
+    max_sources: int = Field(default=10, ge=1)
+    attribute_uncited: bool = True  # add [n] to uncited answer sentences that a source clearly supports
+    sentence_window: int = Field(default=2, ge=0)  # sentence-window chunker: sentences either side
+    semantic_percentile: float = Field(default=10.0, ge=0.0, le=100.0)  # semantic chunker breakpoint
+    agent_max_iterations: int = Field(default=3, ge=1)
+    agent_route: bool = True
 
 
 class FeatureSettings(BaseModel):
     repo_path: Path | None = None  # default: $AISD_HOME/features
     online_store: str = "sqlite"  # sqlite | redis
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "aisd"  # key prefix, so several repositories can share one Redis
+    duckdb_memory_limit: str = "2GB"  # offline joins spill to <repo>/.aisd/tmp beyond this
+    duckdb_threads: int = Field(default=0, ge=0)  # 0: all cores
+    materialize_chunk_rows: int = Field(default=200_000, ge=1)  # rows per checkpointed materialization chunk
 
 
 class ExperimentSettings(BaseModel):
     db_path: Path | None = None  # default: $AISD_HOME/experiments/experiments.duckdb
-    srm_threshold: float = 0.001
+    srm_threshold: float = Field(default=0.001, gt=0, lt=1)  # SRM p-value below this withholds results
+    reports_dir: Path | None = None  # default: $AISD_HOME/experiments/reports (HTML reports of `aisd exp analyze`)
+
+
+class PlannerSettings(BaseModel):
+    catalog: Path | None = None  # JSON file adding/overriding planner models, gpus and (dated) prices
 
 
 class Settings(BaseSettings):
@@ -89,6 +114,7 @@ class Settings(BaseSettings):
     rag: RagSettings = Field(default_factory=RagSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     experiments: ExperimentSettings = Field(default_factory=ExperimentSettings)
+    planner: PlannerSettings = Field(default_factory=PlannerSettings)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

@@ -38,7 +38,7 @@ class Services:
             return OpenAIClient(rag.llm_url, rag.llm_model or self.settings.engine.model)
         from aisd.engine.client import LocalClient
 
-        return LocalClient.from_settings(self.settings.engine)
+        return LocalClient(self.engine)  # shares the server's engine: one model in memory, one batch
 
     # ---- embeddings -----------------------------------------------------------------------------------------------
     @cached_property
@@ -65,18 +65,32 @@ class Services:
     # ---- features -------------------------------------------------------------------------------------------------
     @cached_property
     def feature_store(self) -> Any:
-        from aisd.features import FeatureStore
+        from aisd.features import FeatureStore, FeatureStoreConfig, OfflineConfig
 
-        repo = self.settings.features.repo_path or self.settings.path("features")
-        return FeatureStore(repo)
+        cfg = self.settings.features
+        repo = cfg.repo_path or self.settings.path("features")
+        return FeatureStore(repo, FeatureStoreConfig(
+            online_store=cfg.online_store, redis_url=cfg.redis_url, redis_prefix=cfg.redis_prefix,
+            offline=OfflineConfig(memory_limit=cfg.duckdb_memory_limit, threads=cfg.duckdb_threads),
+            materialize_chunk_rows=cfg.materialize_chunk_rows))
 
     # ---- experiments ----------------------------------------------------------------------------------------------
     @cached_property
     def experiments(self) -> Any:
         from aisd.experiments.store import ExperimentStore
 
-        path = self.settings.experiments.db_path or self.settings.path("experiments") / "experiments.duckdb"
-        return ExperimentStore(path)
+        cfg = self.settings.experiments
+        path = cfg.db_path or self.settings.path("experiments") / "experiments.duckdb"
+        return ExperimentStore(path, srm_threshold=cfg.srm_threshold)
+
+    # ---- planner --------------------------------------------------------------------------------------------------
+    @cached_property
+    def planner_catalog(self) -> Any:
+        """The planner's catalog: the shipped JSON, extended by ``settings.planner.catalog`` when set."""
+        from aisd.planner import default_catalog, load_catalog_file
+
+        path = self.settings.planner.catalog
+        return load_catalog_file(path) if path else default_catalog()
 
     # ---- lifecycle ------------------------------------------------------------------------------------------------
     def loaded(self) -> list[str]:

@@ -1,0 +1,132 @@
+"""Prefix caching: TTFT with a shared 1,024-token system prompt, cold vs warm; throughput cost at a 0% hit rate.
+
+1. TTFT. For each trial a fresh 1,024-token "system prompt" (random token ids, so trials never share blocks) is
+   followed by a short user turn. The first request with it is cold (every block computed); a second request with
+   the same system prompt and another user turn is warm (64 full blocks of 16 come from the cache). TTFT is measured
+   in process, from ``add_request`` to the step that returns the first token. Ratio = median cold / median warm.
+2. Cost at 0% hits. The same batch of unique random prompts (no shared prefix: nothing to reuse) runs on an engine
+   with prefix caching and on one without; output tok/s on vs off (hashing full blocks and keeping the LRU list is
+   the only extra work). Runs alternate between the two engines; medians over the runs.
+
+    python bench/engine_prefix_cache.py           # 5 TTFT trials, 3 throughput runs of 16 x (256 in, 32 out)
+    python bench/engine_prefix_cache.py --quick   # 2 trials, 1 run of 8 requests
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import time
+from pathlib import Path
+
+from aisd.engine.config import EngineConfig
+from aisd.engine.llm_engine import LLMEngine
+from aisd.engine.sampling import SamplingParams
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def ids(rng: random.Random, n: int) -> list[int]:
+    return [rng.randrange(1000, 40000) for _ in range(n)]
+
+
+def ttft(engine: LLMEngine, rid: str, prompt: list[int]) -> tuple[float, int]:
+    """Seconds from add_request to the first generated token, and the prompt tokens served from the cache."""
+    t0 = time.perf_counter()
+    engine.add_request(rid, prompt, SamplingParams(temperature=0, max_tokens=1))
+    while True:
+        for out in engine.step():
+            if out.request_id == rid and out.outputs[0].token_ids:
+                elapsed = time.perf_counter() - t0
+                while engine.has_unfinished_requests():
+                    engine.step()
+                return elapsed, out.num_cached_tokens
+
+
+def throughput(engine: LLMEngine, prompts: list[list[int]], output_len: int, tag: str) -> float:
+    params = SamplingParams(temperature=0, max_tokens=output_len, ignore_eos=True)
+    t0 = time.perf_counter()
+    for i, p in enumerate(prompts):
+        engine.add_request(f"{tag}-{i}", p, params)
+    tokens = 0
+    while engine.has_unfinished_requests():
+        for out in engine.step():
+            if out.finished:
+                tokens += len(out.outputs[0].token_ids)
+    return tokens / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--system-len", type=int, default=1024)
+    ap.add_argument("--user-len", type=int, default=24)
+    ap.add_argument("--trials", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--prompt-len", type=int, default=256)
+    ap.add_argument("--output-len", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    if args.quick:
+        args.trials, args.runs, args.batch = 2, 1, 8
+    rng = random.Random(args.seed)
+    common = dict(max_model_len=2048, kv_cache_memory_gb=0.5, num_threads=args.threads, max_num_seqs=32)
+    t0 = time.perf_counter()
+    on = LLMEngine(EngineConfig(enable_prefix_caching=True, **common)).load()
+    off = LLMEngine(EngineConfig(enable_prefix_caching=False, **common)).load()
+    print(f"loaded two engines in {time.perf_counter() - t0:.1f} s")
+
+    ttft(on, "warmup", ids(rng, 64))
+    ttft(off, "warmup", ids(rng, 64))
+    cold, warm, cached = [], [], []
+    for t in range(args.trials):
+        system = ids(rng, args.system_len)
+        c, _ = ttft(on, f"cold-{t}", system + ids(rng, args.user_len))
+        w, hit = ttft(on, f"warm-{t}", system + ids(rng, args.user_len))
+        cold.append(c)
+        warm.append(w)
+        cached.append(hit)
+        print(f"trial {t}: cold {c * 1000:.0f} ms, warm {w * 1000:.0f} ms ({hit} cached tokens)")
+
+    tp_on, tp_off = [], []
+    for r in range(args.runs):
+        prompts = [ids(rng, args.prompt_len) for _ in range(args.batch)]  # unique: 0% hit rate
+        tp_off.append(throughput(off, prompts, args.output_len, f"off-{r}"))
+        tp_on.append(throughput(on, prompts, args.output_len, f"on-{r}"))  # same prompts, new to this engine's cache
+        print(f"run {r}: caching off {tp_off[-1]:.1f} tok/s, on {tp_on[-1]:.1f} tok/s")
+    hits_in_tp = on.get_stats().prefix_cache_hits - sum(cached)
+
+    cold_ms, warm_ms = statistics.median(cold) * 1000, statistics.median(warm) * 1000
+    med_on, med_off = statistics.median(tp_on), statistics.median(tp_off)
+    machine = {"cpu_cores": os.cpu_count(), "torch_threads": args.threads or os.cpu_count(),
+               "platform": platform.platform(), "load_avg_1m": os.getloadavg()[0]}
+    print(f"\nprefix caching, smollm2-135m-instruct, {machine['cpu_cores']} cores, load avg "
+          f"{machine['load_avg_1m']:.1f} (shared machine)")
+    print(f"{'measure':<46} {'baseline':>12} {'aisd':>12} {'ratio':>8}")
+    print("-" * 82)
+    print(f"{'TTFT, ' + str(args.system_len) + '-token shared prefix (cold -> warm)':<46} {cold_ms:10.0f}ms "
+          f"{warm_ms:10.0f}ms {cold_ms / warm_ms:7.1f}x")
+    print(f"{'output tok/s at 0% hits (caching off -> on)':<46} {med_off:12.1f} {med_on:12.1f} "
+          f"{med_on / med_off:8.3f}")
+    print(f"cost of prefix caching at 0% hits: {100 * (1 - med_on / med_off):+.1f}% "
+          f"(cache hits during that workload: {hits_in_tp} tokens)")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / ("engine_prefix_cache_quick.json" if args.quick else "engine_prefix_cache.json")
+    out.write_text(json.dumps({
+        "benchmark": "engine_prefix_cache", "args": vars(args), "machine": machine,
+        "ttft": {"cold_ms": [c * 1000 for c in cold], "warm_ms": [w * 1000 for w in warm], "cached_tokens": cached,
+                 "median_cold_ms": cold_ms, "median_warm_ms": warm_ms, "speedup": cold_ms / warm_ms},
+        "zero_hit_throughput": {"off_tok_s": tp_off, "on_tok_s": tp_on, "median_off": med_off, "median_on": med_on,
+                                "ratio_on_over_off": med_on / med_off, "hits_tokens": hits_in_tp},
+    }, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

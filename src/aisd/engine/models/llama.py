@@ -1,0 +1,125 @@
+"""Llama-family decoder (Llama, SmolLM2, Mistral, Qwen2 with q/k/v biases) over a paged KV cache.
+
+Functional forward on flattened tokens [T]: weights are kept as contiguous tensors with Q/K/V and gate/up fused into
+one matmul each. Numerics follow transformers' LlamaForCausalLM (RMSNorm in float32, rotate-half RoPE,
+SiLU-gated MLP) so greedy outputs match it token for token.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from aisd.core.errors import UnsupportedError
+from aisd.engine.attention import AttentionMetadata, paged_attention
+from aisd.engine.loader import ModelConfig
+
+
+@dataclass
+class LayerWeights:
+    input_norm: torch.Tensor  # [hidden]
+    qkv: torch.Tensor  # [(H + 2 KVH) * D, hidden]
+    qkv_bias: torch.Tensor | None
+    o: torch.Tensor  # [hidden, H * D]
+    post_norm: torch.Tensor
+    gate_up: torch.Tensor  # [2 * intermediate, hidden]
+    down: torch.Tensor  # [hidden, intermediate]
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm (Zhang & Sennrich 2019), computed in float32 like transformers' LlamaRMSNorm."""
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)
+
+
+def rope_inv_freq(c: ModelConfig, freq_factors: torch.Tensor | None = None) -> torch.Tensor:
+    """Rotary inverse frequencies theta^(-2i/d) (Su et al. 2021), with Llama-3 / linear scaling when configured."""
+    d = c.head_dim
+    inv = 1.0 / (c.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+    if freq_factors is not None:  # GGUF rope_freqs (llama.cpp's per-dimension divisors)
+        return inv / freq_factors.float()
+    rs = c.rope_scaling or {}
+    kind = rs.get("rope_type", rs.get("type", "default"))
+    if kind in (None, "default"):
+        return inv
+    if kind == "linear":
+        return inv / float(rs["factor"])
+    if kind == "llama3":  # transformers' _compute_llama3_parameters
+        factor, low, high = float(rs["factor"]), float(rs["low_freq_factor"]), float(rs["high_freq_factor"])
+        old = float(rs["original_max_position_embeddings"])
+        wavelen = 2 * math.pi / inv
+        scaled = torch.where(wavelen > old / low, inv / factor, inv)
+        smooth = (old / wavelen - low) / (high - low)
+        mid = (1 - smooth) * scaled / factor + smooth * scaled
+        is_mid = ~(wavelen < old / high) & ~(wavelen > old / low)
+        return torch.where(is_mid, mid, scaled)
+    raise UnsupportedError(f"rope scaling {kind!r} is not supported (supported: default, linear, llama3)",
+                           param="model")
+
+
+class LlamaModel:
+    def __init__(self, config: ModelConfig, weights: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32,
+                 max_positions: int | None = None) -> None:
+        c = self.config = config
+        self.dtype = dtype
+        w = weights
+        self.embed = w["model.embed_tokens.weight"].to(dtype).contiguous()
+        self.lm_head = self.embed if c.tie_word_embeddings else w["lm_head.weight"].to(dtype).contiguous()
+        self.norm = w["model.norm.weight"].to(dtype)
+        self.layers: list[LayerWeights] = []
+        for i in range(c.num_layers):
+            p = f"model.layers.{i}."
+            a = p + "self_attn."
+            bias = None
+            if c.attention_bias:
+                bias = torch.cat([w[a + "q_proj.bias"], w[a + "k_proj.bias"], w[a + "v_proj.bias"]]).to(dtype)
+            self.layers.append(LayerWeights(
+                input_norm=w[p + "input_layernorm.weight"].to(dtype),
+                qkv=torch.cat([w[a + "q_proj.weight"], w[a + "k_proj.weight"], w[a + "v_proj.weight"]]).to(dtype)
+                .contiguous(),
+                qkv_bias=bias,
+                o=w[a + "o_proj.weight"].to(dtype).contiguous(),
+                post_norm=w[p + "post_attention_layernorm.weight"].to(dtype),
+                gate_up=torch.cat([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]]).to(dtype).contiguous(),
+                down=w[p + "mlp.down_proj.weight"].to(dtype).contiguous()))
+        n = max_positions or c.max_position_embeddings
+        inv = rope_inv_freq(c, w.get("rope_freqs"))
+        freqs = torch.outer(torch.arange(n, dtype=torch.float32), inv)  # [n, D/2]
+        emb = torch.cat([freqs, freqs], dim=-1)  # [n, D]
+        self.cos, self.sin = emb.cos().to(dtype), emb.sin().to(dtype)
+
+    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """x [T, heads, D] rotated by rotate-half RoPE; cos/sin [T, 1, D]."""
+        half = x.shape[-1] // 2
+        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+        return x * cos + rotated * sin
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
+                kv_caches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """input_ids, positions [T] -> final hidden states [T, hidden] (before the final norm)."""
+        c = self.config
+        H, KVH, D = c.num_heads, c.num_kv_heads, c.head_dim
+        T = input_ids.shape[0]
+        x = F.embedding(input_ids, self.embed)  # [T, hidden]
+        cos, sin = self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)  # [T, 1, D]
+        q_end, k_end = H * D, (H + KVH) * D
+        for layer, (k_cache, v_cache) in zip(self.layers, kv_caches, strict=True):
+            h = rms_norm(x, layer.input_norm, c.rms_norm_eps)
+            qkv = F.linear(h, layer.qkv, layer.qkv_bias)  # [T, (H + 2 KVH) D]
+            q = self._rope(qkv[:, :q_end].view(T, H, D), cos, sin)
+            k = self._rope(qkv[:, q_end:k_end].view(T, KVH, D), cos, sin)
+            v = qkv[:, k_end:].view(T, KVH, D)
+            attn = paged_attention(q, k, v, k_cache, v_cache, meta)  # [T, H, D]
+            x = x + F.linear(attn.view(T, H * D), layer.o)
+            h = rms_norm(x, layer.post_norm, c.rms_norm_eps)
+            gate, up = F.linear(h, layer.gate_up).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, layer.down)
+        return x
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [S, hidden] at the positions that sample -> float32 logits [S, vocab]."""
+        return F.linear(rms_norm(hidden, self.norm, self.config.rms_norm_eps), self.lm_head).float()

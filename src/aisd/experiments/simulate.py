@@ -1,0 +1,100 @@
+"""Synthetic traffic for an experiment: exposures and events with a known true effect, for demos and checks.
+
+Units arrive uniformly over ``days``; each is assigned with the real ``assign`` hash; per unit it generates a
+pre-period activity level (CUPED's covariate), sessions, clicks, a purchase with revenue, and LLM requests with
+latency, cost and errors - the same event schema the model gateway writes. ``effect`` multiplies the treatment's
+conversion rate (and so revenue per unit) and clicks by (1 + effect), so an analysis should recover it;
+``latency_effect`` does the same to the treatment's request latency.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from aisd.core.progress import progress
+from aisd.experiments.assignment import assign_many
+from aisd.experiments.model import Experiment, MetricSpec
+
+DEMO_METRICS = {
+    "primary_metrics": (MetricSpec("conversion", "proportion", "purchase", "count"),),
+    "secondary_metrics": (MetricSpec("revenue", "mean", "purchase", "value"),
+                          MetricSpec("clicks_per_session", "ratio", "click", "count", denominator="session")),
+    "guardrail_metrics": (MetricSpec("latency_p95", "quantile", "request", "latency_ms", quantile=0.95,
+                                     higher_is_better=False, margin=0.05),
+                          MetricSpec("error_rate", "proportion", "request", "error", higher_is_better=False,
+                                     margin=0.1)),
+}
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    units: int
+    exposures: int
+    events: int
+
+
+def simulate(store: object, name: str, users: int = 10_000, days: int = 14, effect: float = 0.05,
+             baseline: float = 0.1, seed: int = 0, start: datetime | None = None, batch_units: int = 50_000,
+             latency_effect: float = 0.0) -> SimulationResult:
+    """Generate and log traffic for running experiment ``name`` in ``store`` (an ExperimentStore)."""
+    exp: Experiment = store.get(name)  # type: ignore[attr-defined]
+    rng = np.random.default_rng(seed)
+    start = start or datetime.now(UTC).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0) - timedelta(
+        days=days)
+    t0 = np.datetime64(start, "us")
+    span_us = int(days * 86400e6)
+    n_exposed = n_events = 0
+    batches = range(0, users, batch_units)
+    for lo in progress(batches, total=len(batches), desc=f"simulating {name}"):
+        ids = [f"u{seed}-{i}" for i in range(lo, min(lo + batch_units, users))]
+        arm = assign_many(exp, ids)
+        keep = arm >= 0
+        ids_arr = np.asarray(ids, dtype=object)[keep]
+        arm = arm[keep]
+        n = len(ids_arr)
+        variants = np.asarray([v.name for v in exp.variants], dtype=object)[arm]
+        lift = np.where(arm > 0, 1.0 + effect, 1.0)
+        exposed = t0 + rng.integers(0, span_us, n).astype("timedelta64[us]")
+        store.log_exposures(name, pd.DataFrame({"unit_id": ids_arr, "variant": variants,  # type: ignore[attr-defined]
+                                                "ts": exposed}))
+        n_exposed += n
+        activity = rng.gamma(2.0, 1.0, n)  # a unit's propensity, shared by pre and post periods (CUPED signal)
+        frames = []
+
+        def emit(mask_counts: np.ndarray, name_: str, when_lo: np.ndarray, when_span_us: int,
+                 **cols: np.ndarray) -> None:
+            idx = np.repeat(np.arange(n), mask_counts)
+            if len(idx) == 0:
+                return
+            ts = when_lo[idx] + rng.integers(0, when_span_us, len(idx)).astype("timedelta64[us]")
+            frame = {"ts": ts, "unit_id": ids_arr[idx], "name": name_}
+            for k, v in cols.items():
+                frame[k] = v(idx) if callable(v) else v
+            frames.append(pd.DataFrame(frame))
+
+        pre_start = exposed - np.timedelta64(int(exp.pre_period_days * 86400e6) or 86400000000, "us")
+        pre_span = max(int(exp.pre_period_days * 86400e6), 1)
+        p_buy = np.clip(baseline * activity / 2.0 * lift, 0, 1)
+        emit(rng.poisson(activity * 1.5), "purchase", pre_start, pre_span,
+             value=lambda i: rng.gamma(2.0, 10.0, len(i)))
+        emit((rng.random(n) < p_buy).astype(int), "purchase", exposed, 86400000000,
+             value=lambda i: rng.gamma(2.0, 10.0, len(i)))
+        sessions = rng.poisson(1 + activity)
+        emit(sessions, "session", exposed, 86400000000)
+        emit(rng.poisson(sessions * 2.0 * lift), "click", exposed, 86400000000)
+        reqs = rng.poisson(2, n)
+        emit(reqs, "request", exposed, 3600000000,
+             latency_ms=lambda i: rng.lognormal(np.log(200.0), 0.5, len(i)) * np.where(arm[i] > 0,
+                                                                                      1 + latency_effect, 1.0),
+             cost_usd=lambda i: rng.uniform(1e-4, 1e-3, len(i)),
+             error=lambda i: np.where(rng.random(len(i)) < 0.01, "timeout", None),
+             model=lambda i: variants[i], experiment=name, variant=lambda i: variants[i])
+        if frames:
+            batch = pd.concat(frames, ignore_index=True)
+            store.log_events(batch)  # type: ignore[attr-defined]
+            n_events += len(batch)
+    return SimulationResult(users, n_exposed, n_events)

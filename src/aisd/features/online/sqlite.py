@@ -1,0 +1,102 @@
+"""SQLite online store: the embedded default. WAL mode so readers never block on a materialization writing.
+
+One table keyed by (view, entity key) WITHOUT ROWID (the primary key is the clustered index), one connection per
+thread (SQLite connections are not shared across threads without a lock, and WAL lets them read concurrently).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from aisd.features.online.base import OnlineRecord, OnlineRow, dumps
+
+_SCHEMA = """CREATE TABLE IF NOT EXISTS online (view TEXT NOT NULL, entity_key TEXT NOT NULL,
+    event_ts REAL NOT NULL, created_ts REAL NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (view, entity_key)) WITHOUT ROWID"""
+
+# Newer-wins upsert: an older or equal-time-but-older-created row never overwrites a newer one.
+_UPSERT = """INSERT INTO online VALUES (?,?,?,?,?) ON CONFLICT(view, entity_key) DO UPDATE SET
+    event_ts=excluded.event_ts, created_ts=excluded.created_ts, value=excluded.value
+    WHERE excluded.event_ts > online.event_ts
+       OR (excluded.event_ts = online.event_ts AND excluded.created_ts >= online.created_ts)"""
+
+
+class SqliteOnlineStore:
+    name = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._conn().execute(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps the file consistent
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def write(self, view: str, rows: Sequence[OnlineRow]) -> int:
+        if not rows:
+            return 0
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            before = conn.total_changes
+            conn.executemany(_UPSERT, [(view, r.entity_key, r.event_ts, r.created_ts, dumps(r.values))
+                                       for r in rows])
+            changed = conn.total_changes - before
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return changed
+
+    def read(self, view: str, keys: Sequence[str]) -> list[OnlineRecord | None]:
+        if not keys:
+            return []
+        conn = self._conn()
+        if len(keys) == 1:
+            row = conn.execute("SELECT entity_key, event_ts, value FROM online WHERE view=? AND entity_key=?",
+                               (view, keys[0])).fetchone()
+            found = {row[0]: row} if row else {}
+        else:
+            found = {}
+            for i in range(0, len(keys), 500):  # stay under SQLite's host-parameter limit
+                part = list(dict.fromkeys(keys[i:i + 500]))
+                marks = ",".join("?" * len(part))
+                for row in conn.execute(f"SELECT entity_key, event_ts, value FROM online WHERE view=? "
+                                        f"AND entity_key IN ({marks})", (view, *part)):
+                    found[row[0]] = row
+        out: list[OnlineRecord | None] = []
+        for k in keys:
+            row = found.get(k)
+            out.append(OnlineRecord(json.loads(row[2]), row[1]) if row else None)
+        return out
+
+    def count(self, view: str) -> int:
+        return self._conn().execute("SELECT count(*) FROM online WHERE view=?", (view,)).fetchone()[0]
+
+    def delete_view(self, view: str) -> None:
+        self._conn().execute("DELETE FROM online WHERE view=?", (view,))
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except sqlite3.ProgrammingError:  # closed from another thread already
+                    pass
+            self._all.clear()
+        self._local = threading.local()

@@ -1,0 +1,425 @@
+"""Cited generation: numbered sources in the prompt, [n] citations parsed and checked, an explicit "not in the
+sources" answer, streaming, and the model's context window respected.
+
+Flow of ``CitedGenerator.generate(question, retrieved)``:
+1. relevance gate: no chunks, a best retrieval score under ``min_score``, or a best question-chunk cosine under
+   ``min_similarity`` (embedder scale, comparable across retrievers) -> the fixed NOT_IN_SOURCES answer, no LLM call;
+2. sources are numbered [1..n] in rank order and trimmed to fit ``context window - max_tokens - prompt`` counted with
+   the embedder's tokenizer (or any ``count_tokens``) times ``1 + safety_margin``, because the counting tokenizer
+   is not the LLM's: lowest-ranked sources are dropped first and the last kept one is cut to the remaining budget;
+3. the LLM answers; ``[n]`` / ``[n, m]`` / ``[n-m]`` citations are parsed; numbers that are not a source are
+   reported in ``invalid_citations`` and removed from the text; a refusal phrase ("not in the sources", "I don't
+   know" ...) marks the answer ``not_in_sources``;
+4. optional post-hoc attribution (small models often forget to cite): an answer sentence without a citation gets
+   the source that shares most of its content words, if that share is at least ``attribution_min_overlap``;
+   such citations are flagged ``inferred=True``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from aisd.embed.base import Embedder
+from aisd.llm.client import LLMClient, chat_request
+from aisd.rag.documents import RetrievedChunk
+
+NOT_IN_SOURCES = "I could not find the answer in the sources."
+
+DEFAULT_SYSTEM = ("You answer questions using only the numbered sources. After each fact, cite its source number "
+                  "in brackets, like [1]. If the sources do not contain the answer, reply exactly: "
+                  f"{NOT_IN_SOURCES}")
+
+_SOURCE_WORDS = r"(?:sources?|context|documents?|text|passages?|information)"
+_REFUSAL = re.compile(
+    r"not (?:found |mentioned |given |stated |provided |available |covered )?in the (?:provided |given |above )?"
+    + _SOURCE_WORDS + r"|" + _SOURCE_WORDS + r" (?:do|does|did)(?: not|n't) (?:say|mention|contain|provide|specify|"
+    r"state|include|answer|cover)|could(?: not|n't) find|can(?:not|'t) find|unable to (?:find|answer|determine)|"
+    r"no (?:relevant )?information|(?:do not|don't) (?:know|have (?:enough )?information)|is not mentioned|"
+    r"unanswerable|cannot be answered|can't be answered",
+    re.IGNORECASE)
+_CITATION = re.compile(r"\[(\s*\d+(?:\s*[-,\u2013]\s*\d+)*\s*)\]")
+_CONTENT_WORD = re.compile(r"[A-Za-z0-9]{3,}")
+_STOP = frozenset("the and for are was were with that this from have has had not but its into than then they them "
+                  "their there which what when where who whom how why can could would should will also been being "
+                  "such these those about over under only other more most some any each".split())
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    max_tokens: int = 256
+    temperature: float = 0.0
+    min_score: float | None = None  # gate on the retriever's own score (its scale: BM25, cosine, RRF ...)
+    min_similarity: float | None = None  # gate on cos(question, best chunk) with the embedder
+    context_window: int | None = None  # override what the LLM client reports
+    default_context_window: int = 2048  # when neither the client nor the config knows
+    safety_margin: float = 0.15  # extra share of tokens assumed because the counting tokenizer differs
+    max_sources: int = 10
+    system_prompt: str = DEFAULT_SYSTEM
+    detect_refusal: bool = True
+    attribute_uncited: bool = True
+    attribution_min_overlap: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ValueError(f"temperature must be in [0, 2], got {self.temperature}")
+        if self.min_similarity is not None and not -1.0 <= self.min_similarity <= 1.0:
+            raise ValueError(f"min_similarity must be in [-1, 1], got {self.min_similarity}")
+        if not 0.0 <= self.safety_margin < 1.0:
+            raise ValueError(f"safety_margin must be in [0, 1), got {self.safety_margin}")
+        if self.max_sources < 1:
+            raise ValueError(f"max_sources must be >= 1, got {self.max_sources}")
+        if not 0.0 <= self.attribution_min_overlap <= 1.0:
+            raise ValueError(f"attribution_min_overlap must be in [0, 1], got {self.attribution_min_overlap}")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A numbered source as shown to the model (``text`` is what it saw, possibly cut to fit the window)."""
+
+    number: int
+    chunk_id: str
+    doc_id: str
+    title: str
+    source: str
+    text: str
+    score: float
+    start: int
+    end: int
+    page: int | None = None
+    truncated: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"number": self.number, "chunk_id": self.chunk_id, "doc_id": self.doc_id, "title": self.title,
+                "source": self.source, "page": self.page, "start": self.start, "end": self.end,
+                "score": self.score, "text": self.text, "truncated": self.truncated}
+
+
+@dataclass(frozen=True)
+class Citation:
+    number: int
+    valid: bool  # the number names a source that was in the prompt
+    chunk_id: str | None = None
+    doc_id: str | None = None
+    inferred: bool = False  # added by post-hoc attribution, not written by the model
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"number": self.number, "valid": self.valid, "chunk_id": self.chunk_id, "doc_id": self.doc_id,
+                "inferred": self.inferred}
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    llm_calls: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens,
+                     self.llm_calls + other.llm_calls)
+
+    def to_dict(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens, "llm_calls": self.llm_calls}
+
+
+@dataclass(frozen=True)
+class TraceStep:
+    """One named step of answering (transform, retrieve, rerank, gate, route, judge, generate ...)."""
+
+    name: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    elapsed_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "detail": self.detail, "elapsed_ms": round(self.elapsed_ms, 2)}
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    citations: list[Citation]
+    sources: list[Source]
+    not_in_sources: bool
+    usage: Usage = field(default_factory=Usage)
+    trace: list[TraceStep] = field(default_factory=list)
+    invalid_citations: list[int] = field(default_factory=list)
+    raw_text: str = ""  # the model's text before invalid citations were removed / attributions added
+
+    @property
+    def cited_sources(self) -> list[Source]:
+        numbers = {c.number for c in self.citations if c.valid}
+        return [s for s in self.sources if s.number in numbers]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "not_in_sources": self.not_in_sources,
+                "citations": [c.to_dict() for c in self.citations], "invalid_citations": self.invalid_citations,
+                "sources": [s.to_dict() for s in self.sources], "usage": self.usage.to_dict(),
+                "trace": [t.to_dict() for t in self.trace]}
+
+
+@dataclass(frozen=True)
+class AnswerEvent:
+    """A streaming event: ``sources`` (once, first), ``delta`` (text pieces), ``done`` (the final Answer)."""
+
+    type: str
+    text: str = ""
+    sources: list[Source] | None = None
+    answer: Answer | None = None
+    step: TraceStep | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.type == "delta":
+            return {"type": "delta", "text": self.text}
+        if self.type == "sources":
+            return {"type": "sources", "sources": [s.to_dict() for s in self.sources or []]}
+        if self.type == "step" and self.step is not None:
+            return {"type": "step", "step": self.step.to_dict()}
+        return {"type": self.type, "answer": self.answer.to_dict() if self.answer else None}
+
+
+# ---- pure helpers -----------------------------------------------------------------------------------------------
+
+def parse_citations(text: str) -> list[int]:
+    """Citation numbers in order of first appearance: [1], [1, 3], [2-4] (ranges expanded, capped at 50 wide)."""
+    out: list[int] = []
+    for m in _CITATION.finditer(text):
+        for part in m.group(1).split(","):
+            bounds = re.split(r"[-\u2013]", part.strip())
+            a = int(bounds[0])
+            b = int(bounds[-1]) if len(bounds) > 1 else a
+            for n in range(a, min(b, a + 50) + 1):
+                if n not in out:
+                    out.append(n)
+    return out
+
+
+def strip_invalid_citations(text: str, valid: set[int]) -> str:
+    """Remove citation numbers not in ``valid``; a bracket left empty disappears."""
+    def fix(m: re.Match[str]) -> str:
+        keep = [n for n in parse_citations(m.group(0)) if n in valid]
+        return f"[{', '.join(map(str, keep))}]" if keep else ""
+
+    return re.sub(r"\s+([.,;:!?])", r"\1", _CITATION.sub(fix, text)).strip()
+
+
+def is_refusal(text: str) -> bool:
+    """True when the answer says the sources do not hold the answer (or is empty)."""
+    stripped = text.strip()
+    return not stripped or bool(_REFUSAL.search(stripped))
+
+
+def content_words(text: str) -> set[str]:
+    return {w.lower() for w in _CONTENT_WORD.findall(text)} - _STOP
+
+
+def format_source(source: Source) -> str:
+    head = f"[{source.number}]"
+    if source.title:
+        head += f" {source.title}"
+    if source.page is not None:
+        head += f" (page {source.page})"
+    return f"{head}\n{' '.join(source.text.split())}"
+
+
+def build_user_prompt(question: str, sources: Sequence[Source]) -> str:
+    blocks = "\n\n".join(format_source(s) for s in sources)
+    return f"Sources:\n{blocks}\n\nQuestion: {question}\nAnswer (cite sources like [1]):"
+
+
+def _heuristic_count(text: str) -> int:
+    return max(1, len(text) // 4)  # ~4 characters per BPE token for English (OpenAI's rule of thumb)
+
+
+class CitedGenerator:
+    """Answers a question from retrieved chunks with checked [n] citations. Works with any LLMClient."""
+
+    def __init__(self, llm: LLMClient, config: GenerationConfig | None = None, *, embedder: Embedder | None = None,
+                 count_tokens: Callable[[str], int] | None = None) -> None:
+        self.llm = llm
+        self.config = config or GenerationConfig()
+        self.embedder = embedder
+        self.count_tokens = count_tokens or (embedder.count_tokens if embedder is not None else _heuristic_count)
+
+    # ---- stage 1: relevance gate ----
+    def relevance(self, question: str, retrieved: Sequence[RetrievedChunk]) -> list[float] | None:
+        """cos(question, chunk) for every chunk with the embedder (None without one)."""
+        if self.embedder is None or not retrieved:
+            return None
+        vecs = self.embedder.embed([question, *[r.chunk.text for r in retrieved]])  # (1 + n, dim), unit rows
+        return [float(x) for x in vecs[1:] @ vecs[0]]
+
+    def gate(self, question: str, retrieved: Sequence[RetrievedChunk],
+             config: GenerationConfig | None = None) -> TraceStep | None:
+        """A TraceStep explaining why nothing relevant was found, or None when generation should go ahead."""
+        cfg = config or self.config
+        if not retrieved:
+            return TraceStep("gate", {"passed": False, "reason": "no chunks retrieved"})
+        best = max(r.score for r in retrieved)
+        if cfg.min_score is not None and best < cfg.min_score:
+            return TraceStep("gate", {"passed": False, "reason": f"best retrieval score {best:.4f} < min_score "
+                                                                f"{cfg.min_score}"})
+        if cfg.min_similarity is not None and self.embedder is not None:
+            sims = self.relevance(question, retrieved) or [1.0]
+            if max(sims) < cfg.min_similarity:
+                return TraceStep("gate", {"passed": False, "reason": f"best question-chunk similarity "
+                                                                    f"{max(sims):.3f} < min_similarity "
+                                                                    f"{cfg.min_similarity}"})
+        return None
+
+    # ---- stage 2: sources within the context window ----
+    def window(self, config: GenerationConfig | None = None) -> int:
+        cfg = config or self.config
+        return cfg.context_window or self.llm.context_window() or cfg.default_context_window
+
+    def fit_sources(self, question: str, retrieved: Sequence[RetrievedChunk],
+                    config: GenerationConfig | None = None) -> tuple[list[Source], dict[str, Any]]:
+        """Number the chunks as sources and drop / cut the lowest-ranked ones to fit the window."""
+        cfg = config or self.config
+        scale = 1.0 + cfg.safety_margin
+        window = self.window(cfg)
+        overhead = self.count_tokens(cfg.system_prompt + build_user_prompt(question, [])) + 16  # chat template
+        budget = int(window / scale) - cfg.max_tokens - overhead
+        sources: list[Source] = []
+        info: dict[str, Any] = {"window": window, "budget_tokens": max(budget, 0), "dropped": 0, "truncated": 0}
+        for r in list(retrieved)[: cfg.max_sources]:
+            c = r.chunk
+            src = Source(number=len(sources) + 1, chunk_id=c.id, doc_id=c.doc_id, title=str(c.metadata.get("title",
+                         "")), source=str(c.metadata.get("source", c.doc_id)), text=c.context_text, score=r.score,
+                         start=c.start, end=c.end, page=c.metadata.get("page"))  # type: ignore[arg-type]
+            cost = self.count_tokens(format_source(src)) + 2
+            if cost <= budget:
+                sources.append(src)
+                budget -= cost
+                continue
+            if budget > 32:  # room for a useful prefix: cut this source to fit, then stop
+                cut = self._cut_to(src.text, budget - self.count_tokens(src.title) - 8)
+                if cut:
+                    sources.append(replace(src, text=cut, truncated=True))
+                    info["truncated"] = 1
+            break
+        info["dropped"] = min(len(retrieved), cfg.max_sources) - len(sources)
+        info["used_tokens"] = info["budget_tokens"] - max(budget, 0)
+        return sources, info
+
+    def _cut_to(self, text: str, tokens: int) -> str:
+        if tokens <= 0:
+            return ""
+        if self.embedder is not None:
+            spans = self.embedder.token_spans(text)
+            return text[: spans[tokens - 1].end] if len(spans) > tokens else text
+        return text[: tokens * 4]
+
+    # ---- stage 3: the model ----
+    def _messages(self, question: str, sources: Sequence[Source], cfg: GenerationConfig) -> list[dict[str, str]]:
+        return [{"role": "system", "content": cfg.system_prompt},
+                {"role": "user", "content": build_user_prompt(question, sources)}]
+
+    def finish(self, raw: str, sources: list[Source], usage: Usage, trace: list[TraceStep],
+               config: GenerationConfig | None = None) -> Answer:
+        """Parse and check citations, detect a refusal, attribute uncited sentences; build the Answer."""
+        cfg = config or self.config
+        by_number = {s.number: s for s in sources}
+        numbers = parse_citations(raw)
+        invalid = [n for n in numbers if n not in by_number]
+        text = strip_invalid_citations(raw, set(by_number)) if invalid else raw.strip()
+        refused = cfg.detect_refusal and is_refusal(text)
+        inferred: list[int] = []
+        if refused:
+            text = text or NOT_IN_SOURCES
+        elif cfg.attribute_uncited and sources:
+            text, inferred = attribute(text, sources, cfg.attribution_min_overlap)
+        citations = [Citation(n, True, by_number[n].chunk_id, by_number[n].doc_id, inferred=n in inferred)
+                     for n in parse_citations(text) if n in by_number]
+        citations += [Citation(n, False) for n in invalid]
+        trace = [*trace, TraceStep("citations", {"cited": [c.number for c in citations if c.valid],
+                                                 "invalid": invalid, "inferred": inferred, "refusal": refused})]
+        return Answer(text=text, citations=citations, sources=sources, not_in_sources=refused, usage=usage,
+                      trace=trace, invalid_citations=invalid, raw_text=raw)
+
+    def not_found(self, step: TraceStep, trace: Sequence[TraceStep] = ()) -> Answer:
+        return Answer(text=NOT_IN_SOURCES, citations=[], sources=[], not_in_sources=True, trace=[*trace, step],
+                      raw_text="")
+
+    def generate(self, question: str, retrieved: Sequence[RetrievedChunk], *, trace: Sequence[TraceStep] = (),
+                 config: GenerationConfig | None = None) -> Answer:
+        cfg = config or self.config
+        t0 = time.perf_counter()
+        blocked = self.gate(question, retrieved, cfg)
+        if blocked is not None:
+            return self.not_found(blocked, trace)
+        sources, info = self.fit_sources(question, retrieved, cfg)
+        if not sources:
+            return self.not_found(TraceStep("gate", {"passed": False, "reason": "no source fits the context "
+                                                                                  "window", **info}), trace)
+        request = chat_request(self._messages(question, sources, cfg), max_tokens=cfg.max_tokens,
+                               temperature=cfg.temperature)
+        response = self.llm.chat(request)
+        u = response.usage
+        usage = Usage(u.prompt_tokens if u else 0, u.completion_tokens if u else 0, 1)
+        steps = [*trace, TraceStep("generate", {"sources": len(sources), **info, "model": self.llm.model_name},
+                                   (time.perf_counter() - t0) * 1000)]
+        return self.finish(response.text, sources, usage, steps, cfg)
+
+    def stream(self, question: str, retrieved: Sequence[RetrievedChunk], *, trace: Sequence[TraceStep] = (),
+               config: GenerationConfig | None = None) -> Iterator[AnswerEvent]:
+        """``sources`` event, then ``delta`` events as the model writes, then ``done`` with the checked Answer."""
+        cfg = config or self.config
+        t0 = time.perf_counter()
+        blocked = self.gate(question, retrieved, cfg)
+        sources, info = ([], {}) if blocked is not None else self.fit_sources(question, retrieved, cfg)
+        if blocked is not None or not sources:
+            answer = self.not_found(blocked or TraceStep("gate", {"passed": False, "reason": "no source fits"}),
+                                    trace)
+            yield AnswerEvent("sources", sources=[])
+            yield AnswerEvent("delta", text=answer.text)
+            yield AnswerEvent("done", answer=answer)
+            return
+        yield AnswerEvent("sources", sources=sources)
+        request = chat_request(self._messages(question, sources, cfg), max_tokens=cfg.max_tokens,
+                               temperature=cfg.temperature, stream=True)
+        pieces: list[str] = []
+        usage = Usage(0, 0, 1)
+        for chunk in self.llm.chat_stream(request):
+            usage_obj = getattr(chunk, "usage", None)
+            if usage_obj is not None:
+                usage = Usage(usage_obj.prompt_tokens, usage_obj.completion_tokens, 1)
+            for choice in chunk.choices:
+                if choice.delta.content:
+                    pieces.append(choice.delta.content)
+                    yield AnswerEvent("delta", text=choice.delta.content)
+        steps = [*trace, TraceStep("generate", {"sources": len(sources), **info, "model": self.llm.model_name,
+                                                "stream": True}, (time.perf_counter() - t0) * 1000)]
+        yield AnswerEvent("done", answer=self.finish("".join(pieces), sources, usage, steps, cfg))
+
+
+def attribute(text: str, sources: Sequence[Source], min_overlap: float) -> tuple[str, list[int]]:
+    """Append [n] to each answer sentence that has no citation, n = the source holding the largest share of the
+    sentence's content words (if that share >= min_overlap). Returns the new text and the numbers added."""
+    added: list[int] = []
+    vocab = [content_words(s.text) for s in sources]
+    parts = re.split(r"(?<=[.!?])(\s+)", text)
+    out = []
+    for part in parts:
+        words = content_words(part)
+        if part.strip() and words and not _CITATION.search(part):
+            shares = np.array([len(words & v) / len(words) for v in vocab])
+            best = int(shares.argmax())
+            if shares[best] >= min_overlap:
+                n = sources[best].number
+                stripped = part.rstrip()
+                if stripped and stripped[-1] in ".!?":
+                    part = f"{stripped[:-1]} [{n}]{stripped[-1]}" + part[len(stripped):]
+                else:
+                    part = f"{stripped} [{n}]" + part[len(stripped):]
+                if n not in added:
+                    added.append(n)
+        out.append(part)
+    return "".join(out), added

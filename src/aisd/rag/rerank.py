@@ -1,0 +1,147 @@
+"""Rerankers that need another system: ``LLMReranker`` (pointwise relevance 0-10 through any LLMClient) and
+``MaxSimReranker`` (weights-free late interaction over the embedder's token vectors).
+
+Both implement aisd.search.rerank.Reranker; ``build_reranker(spec, llm=, embedder=)`` makes one from the names the
+CLI and settings use: ``maxsim``, ``llm``, ``cross-encoder:PATH``, ``remote:URL#MODEL``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from aisd.core.errors import InvalidRequestError, UnsupportedError
+from aisd.core.hashing import sha256_hex
+from aisd.core.progress import progress
+from aisd.embed.base import Embedder
+from aisd.llm.client import LLMClient, ask
+from aisd.search.rerank import Reranker, RerankResult, order_results
+
+RERANKERS = ("maxsim", "llm", "cross-encoder:PATH", "remote:URL#MODEL")
+
+LLM_SYSTEM = ("You judge search results. Given a query and a passage, rate how well the passage answers or is "
+              "relevant to the query on a scale from 0 (unrelated) to 10 (directly answers it). "
+              "Reply with the number only.")
+LLM_PROMPT = "Query: {query}\n\nPassage: {passage}\n\nRelevance (0-10):"
+_NUMBER = re.compile(r"(?<![\d.])(10|[0-9])(?:\.\d+)?(?![\d])")
+
+
+def parse_rating(text: str) -> float | None:
+    """The first number 0-10 in a model's reply, or None (e.g. '7', 'Relevance: 8/10', '**9**')."""
+    m = _NUMBER.search(text)
+    return float(m.group(0)) if m else None
+
+
+class LLMReranker:
+    """Pointwise LLM relevance (as in RankGPT's pointwise baseline; Sun et al. 2023): each passage is rated 0-10
+    independently. A reply without a number scores ``fallback`` (below every rating) so first-stage order decides;
+    equal ratings keep first-stage order. ``max_chars`` trims long passages to respect small context windows."""
+
+    def __init__(self, llm: LLMClient, *, max_chars: int = 1200, max_tokens: int = 4, fallback: float = -1.0,
+                 system: str = LLM_SYSTEM, prompt: str = LLM_PROMPT) -> None:
+        if max_chars < 1:
+            raise ValueError(f"max_chars must be >= 1, got {max_chars}")
+        self.llm = llm
+        self.max_chars = max_chars
+        self.max_tokens = max_tokens
+        self.fallback = fallback
+        self.system, self.prompt = system, prompt
+        self.name = "llm"
+        self.unparsed = 0  # replies without a rating, for reports
+
+    def score(self, query: str, passage: str) -> float:
+        reply = ask(self.llm, self.prompt.format(query=query, passage=passage[:self.max_chars]), system=self.system,
+                    max_tokens=self.max_tokens, temperature=0.0)
+        rating = parse_rating(reply)
+        if rating is None:
+            self.unparsed += 1
+            return self.fallback
+        return rating
+
+    def rerank(self, query: str, texts: Sequence[str], top_n: int | None = None) -> list[RerankResult]:
+        texts = list(texts)
+        scores = [self.score(query, t) for t in progress(texts, total=len(texts), desc="LLM rerank")]
+        return order_results(scores, top_n)
+
+
+def maxsim(query_tokens: np.ndarray, doc_tokens: np.ndarray) -> float:
+    """Late-interaction relevance (Khattab & Zaharia 2020, ColBERT eq. 3): for each query token the best cosine with
+    any document token, averaged over query tokens. query_tokens: (n_q, d), doc_tokens: (n_d, d), rows unit-norm."""
+    if query_tokens.shape[0] == 0 or doc_tokens.shape[0] == 0:
+        return 0.0
+    sim = query_tokens.astype(np.float32) @ doc_tokens.astype(np.float32).T  # (n_q, n_d)
+    return float(sim.max(axis=1).mean())
+
+
+class MaxSimReranker:
+    """MaxSim over the embedder's contextual token vectors (``embedder.token_embeddings``), with no extra weights.
+    Document token matrices are kept in an LRU of ``cache_size`` texts (float16) since the same candidates come back
+    across queries."""
+
+    def __init__(self, embedder: Embedder, *, cache_size: int = 1024) -> None:
+        if not hasattr(embedder, "token_embeddings"):
+            raise UnsupportedError(f"embedder {embedder.model_name!r} has no token embeddings; MaxSim needs a local "
+                                   f"sentence-transformers embedder", param="reranker")
+        self.embedder = embedder
+        self.cache_size = cache_size
+        self.name = "maxsim"
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _doc_tokens(self, texts: list[str]) -> list[np.ndarray]:
+        keys = [sha256_hex(t) for t in texts]
+        with self._lock:
+            have = {k: self._cache[k] for k in keys if k in self._cache}
+            for k in have:
+                self._cache.move_to_end(k)
+        todo = list(dict.fromkeys(i for i, k in enumerate(keys) if k not in have))
+        if todo:
+            fresh = self.embedder.token_embeddings([texts[i] for i in todo])  # type: ignore[attr-defined]
+            with self._lock:
+                for i, mat in zip(todo, fresh, strict=True):
+                    have[keys[i]] = mat.astype(np.float16)
+                    self._cache[keys[i]] = have[keys[i]]
+                    while len(self._cache) > self.cache_size:
+                        self._cache.popitem(last=False)
+        return [have[k] for k in keys]
+
+    def rerank(self, query: str, texts: Sequence[str], top_n: int | None = None) -> list[RerankResult]:
+        texts = list(texts)
+        if not texts:
+            return []
+        q = self.embedder.token_embeddings([query])[0]  # type: ignore[attr-defined]
+        scores = [maxsim(q, d) for d in self._doc_tokens(texts)]
+        return order_results(scores, top_n)
+
+
+def build_reranker(spec: str | None, *, llm: LLMClient | None = None, embedder: Embedder | None = None,
+                   api_key: str | None = None) -> Reranker | None:
+    """A reranker from its name: maxsim | llm | cross-encoder:PATH | remote:URL#MODEL; None/'' -> None."""
+    if not spec or spec == "none":
+        return None
+    if spec == "maxsim":
+        if embedder is None:
+            raise InvalidRequestError("the maxsim reranker needs an embedder", param="reranker")
+        inner: Any = getattr(embedder, "inner", embedder)  # a CachedEmbedder delegates token vectors anyway
+        return MaxSimReranker(inner if hasattr(inner, "token_embeddings") else embedder)
+    if spec == "llm":
+        if llm is None:
+            raise InvalidRequestError("the llm reranker needs an LLM client", param="reranker")
+        return LLMReranker(llm)
+    if spec.startswith("cross-encoder:"):
+        from aisd.embed.cross_encoder import CrossEncoderReranker
+
+        return CrossEncoderReranker(spec.split(":", 1)[1])
+    if spec.startswith("remote:"):
+        from aisd.search.rerank import RemoteReranker
+
+        url, _, model = spec[len("remote:"):].partition("#")
+        if not url or not model:
+            raise InvalidRequestError(f"remote reranker spec must be remote:URL#MODEL, got {spec!r}", param="reranker")
+        return RemoteReranker(url, model, api_key=api_key)
+    raise InvalidRequestError(f"unknown reranker {spec!r}; choose one of {', '.join(RERANKERS)}", param="reranker")

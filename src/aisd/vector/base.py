@@ -1,0 +1,243 @@
+"""Shared vocabulary of the vector database: metrics, point ids, named results and input validation.
+
+Scores are "higher is better" for every metric: cosine similarity, inner product, and for L2 the *negative squared*
+Euclidean distance (so ``-score`` is the squared distance FAISS reports).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from aisd.core.errors import InvalidRequestError
+
+METRICS = ("cosine", "dot", "l2")
+INDEX_KINDS = ("auto", "flat", "hnsw", "ivf", "pq", "ivfpq", "sq8")
+FSYNC_POLICIES = ("always", "batch", "never")
+
+PointId = str | int
+Payload = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the point's id, its score (higher is better) and payload (and vector if asked)."""
+
+    id: PointId
+    score: float
+    payload: Payload | None = None
+    vector: list[float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "score": self.score, "payload": self.payload}
+        if self.vector is not None:
+            out["vector"] = self.vector
+        return out
+
+
+@dataclass(frozen=True)
+class Point:
+    """A stored point as returned by ``get`` and ``scroll``."""
+
+    id: PointId
+    payload: Payload | None
+    vector: list[float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "payload": self.payload}
+        if self.vector is not None:
+            out["vector"] = self.vector
+        return out
+
+
+@dataclass(frozen=True)
+class ScrollPage:
+    """A page of points in insertion order; pass ``next_offset`` back to get the next page (None = done)."""
+
+    points: list[Point]
+    next_offset: int | None
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    """What an upsert did: how many points were new, how many replaced, and the WAL sequence number."""
+
+    inserted: int
+    updated: int
+    lsn: int
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    deleted: int
+    missing: int
+    lsn: int
+
+
+@dataclass(frozen=True)
+class CompactionReport:
+    """Result of ``Collection.compact``: disk bytes before/after and the dead slots that were dropped."""
+
+    bytes_before: int
+    bytes_after: int
+    points_removed: int
+    seconds: float
+
+    @property
+    def bytes_reclaimed(self) -> int:
+        return self.bytes_before - self.bytes_after
+
+
+@dataclass(frozen=True)
+class CollectionConfig:
+    """Immutable definition of a collection (persisted as ``collection.json``)."""
+
+    name: str
+    dim: int
+    metric: str = "cosine"
+    index: str = "auto"
+    params: dict[str, Any] = field(default_factory=dict)
+    # index="auto": rebuild into the advisor's choice once the collection holds this many points.
+    auto_threshold: int = 100_000
+    memory_budget_bytes: int | None = None
+    latency_target_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        if not isinstance(self.dim, int) or isinstance(self.dim, bool) or not 1 <= self.dim <= 65_536:
+            raise InvalidRequestError(f"dim must be an integer in [1, 65536], got {self.dim!r}", param="dim")
+        if self.metric not in METRICS:
+            raise InvalidRequestError(f"unknown metric {self.metric!r}; expected one of: {', '.join(METRICS)}",
+                                      param="metric")
+        if self.index not in INDEX_KINDS:
+            raise InvalidRequestError(f"unknown index {self.index!r}; expected one of: {', '.join(INDEX_KINDS)}",
+                                      param="index")
+        if not isinstance(self.params, dict):
+            raise InvalidRequestError("params must be an object", param="params")
+        if self.auto_threshold < 1:
+            raise InvalidRequestError("auto_threshold must be >= 1", param="auto_threshold")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dim": self.dim, "metric": self.metric, "index": self.index,
+                "params": dict(self.params), "auto_threshold": self.auto_threshold,
+                "memory_budget_bytes": self.memory_budget_bytes, "latency_target_ms": self.latency_target_ms}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CollectionConfig:
+        keys = {"name", "dim", "metric", "index", "params", "auto_threshold", "memory_budget_bytes",
+                "latency_target_ms"}
+        return cls(**{k: v for k, v in d.items() if k in keys})
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """Status of a collection, as shown by ``aisd vector info`` and ``GET /v1/collections/{name}``."""
+
+    name: str
+    dim: int
+    metric: str
+    index: str  # configured kind ("auto" included)
+    active_index: str  # kind currently serving searches
+    params: dict[str, Any]
+    count: int
+    deleted: int  # dead slots waiting for compaction
+    trained: bool
+    payload_indexes: dict[str, str]
+    disk_bytes: int
+    wal_bytes: int
+    lsn: int
+    rebuilding: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+# ---- validation -----------------------------------------------------------------------------------------------------
+_NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def check_name(name: str) -> None:
+    """Collection names become directory names: 1-128 chars of letters, digits, ``_ - .``, not starting with '.'."""
+    if not isinstance(name, str) or not name or len(name) > 128 or name[0] == "." or set(name) - _NAME_OK:
+        raise InvalidRequestError(
+            f"invalid collection name {name!r}: use 1-128 letters, digits, '_', '-' or '.', not starting with '.'",
+            param="name")
+
+
+def as_matrix(vectors: Any, dim: int, *, param: str = "vectors") -> np.ndarray:
+    """Validate vectors into a C-contiguous float32 matrix of shape (n, dim); a single vector becomes (1, dim)."""
+    try:
+        arr = np.asarray(vectors)
+    except (ValueError, TypeError) as e:  # ragged lists
+        raise InvalidRequestError(f"{param} must be a rectangular array of numbers: {e}", param=param) from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise InvalidRequestError(f"{param} must contain numbers (float32/float64), got dtype {arr.dtype}",
+                                  param=param)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise InvalidRequestError(f"{param} must be 1-D or 2-D, got shape {arr.shape}", param=param)
+    if arr.shape[1] != dim:
+        raise InvalidRequestError(f"{param} have dimension {arr.shape[1]} but the collection expects {dim}",
+                                  param=param)
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        bad = int(np.argwhere(~np.isfinite(arr))[0][0])
+        raise InvalidRequestError(f"{param}[{bad}] contains NaN or infinity", param=param)
+    return arr
+
+
+def check_ids(ids: Sequence[Any], *, param: str = "ids") -> list[PointId]:
+    """Ids are str (1-256 chars) or int (int64 range); bools and duplicates are rejected."""
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence | np.ndarray):
+        raise InvalidRequestError(f"{param} must be a list of str or int ids", param=param)
+    out: list[PointId] = []
+    for i in ids:
+        if isinstance(i, np.integer):
+            i = int(i)
+        if isinstance(i, bool) or not isinstance(i, str | int):
+            raise InvalidRequestError(f"{param}: id {i!r} must be a string or an integer", param=param)
+        if isinstance(i, str) and not 1 <= len(i) <= 256:
+            raise InvalidRequestError(f"{param}: string ids must have 1-256 characters", param=param)
+        if isinstance(i, int) and not -(2**63) <= i < 2**63:
+            raise InvalidRequestError(f"{param}: integer id {i} is outside the int64 range", param=param)
+        out.append(i)
+    if len(set(out)) != len(out):
+        seen: set[PointId] = set()
+        dup = next(i for i in out if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+        raise InvalidRequestError(f"{param}: id {dup!r} appears more than once in one request", param=param)
+    return out
+
+
+def check_payloads(payloads: Sequence[Any] | None, n: int) -> list[Payload | None]:
+    """Payloads are JSON objects (or None), one per point."""
+    if payloads is None:
+        return [None] * n
+    if len(payloads) != n:
+        raise InvalidRequestError(f"got {len(payloads)} payloads for {n} ids", param="payloads")
+    out: list[Payload | None] = []
+    for p in payloads:
+        if p is not None and not isinstance(p, dict):
+            raise InvalidRequestError(f"each payload must be a JSON object or null, got {type(p).__name__}",
+                                      param="payloads")
+        try:
+            json.dumps(p, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise InvalidRequestError(f"payload is not JSON-serialisable: {e}", param="payloads") from None
+        out.append(p)
+    return out
+
+
+def check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= 10_000:
+        raise InvalidRequestError(f"k must be an integer in [1, 10000], got {k!r}", param="k")
+    return int(k)
+
+
+def finite(x: float) -> float:
+    return x if math.isfinite(x) else float("-inf")
