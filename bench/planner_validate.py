@@ -32,6 +32,7 @@ from aisd.planner import (  # noqa: E402
     decode_estimate,
     kv_bytes_per_token,
     kv_bytes_per_token_hidden,
+    load_measured,
     model_config,
     weight_bytes,
 )
@@ -98,6 +99,7 @@ def main() -> int:
     import transformers
 
     torch.set_num_threads(args.threads)
+    transformers.utils.logging.disable_progress_bar()
     repeats = 3 if args.quick else 7
     batches = [1, 8] if args.quick else [1, 4, 16, 32]
     steps = 8 if args.quick else 24
@@ -130,6 +132,22 @@ def main() -> int:
     kv_measured = cache_bytes_per_token(out.past_key_values, cfg.num_layers, prompt)
     kv_pred = kv_bytes_per_token(cfg, "fp32")
 
+    # aisd's own engine, when its serving benchmark has been run: its single-request TPOT against the same prediction
+    engine_rows = []
+    for f in sorted(RESULTS.glob("engine_*.json")):
+        try:
+            m = load_measured(f)
+        except Exception as e:  # noqa: BLE001 - a partial or foreign file: report and go on
+            print(f"skipping {f.name}: {e}")
+            continue
+        if m.tpot_ms is None:
+            continue
+        ctx = (m.prompt_tokens or prompt) + 16
+        est = decode_estimate(cfg, host, "fp32", batch=1, context=ctx, kv_dtype="fp32", bandwidth_efficiency=1.0,
+                              mfu=1.0)
+        engine_rows.append({"file": f.name, "measured_tpot_ms": m.tpot_ms, "predicted_ms": est.step_time_s * 1e3,
+                            "ratio_measured_over_predicted": m.tpot_ms / (est.step_time_s * 1e3)})
+
     print(f"machine: {os.cpu_count()} cores ({args.threads} threads used), shared and loaded by other jobs; "
           f"python {sys.version.split()[0]}, torch {torch.__version__}")
     print(f"baselines: memory read {bw:.1f} GB/s, fp32 GEMM {tflops * 1e3:.1f} GFLOP/s (median of {repeats})")
@@ -142,6 +160,9 @@ def main() -> int:
         print(f"{r['batch']:>5} {r['context']:>5} {r['measured_ms']:>12.2f} {r['predicted_ms']:>13.2f} "
               f"{r['ratio_measured_over_predicted']:>10.2f} {r['bound']:>7} {r['measured_tok_s']:>11.1f} "
               f"{r['predicted_tok_s']:>11.1f}")
+    for r in engine_rows:
+        print(f"aisd engine ({r['file']}, its own run): TPOT p50 {r['measured_tpot_ms']:.2f} ms vs predicted "
+              f"{r['predicted_ms']:.2f} ms at batch 1 -> {r['ratio_measured_over_predicted']:.2f}x")
     print()
     print(f"KV bytes/token: real cache {kv_measured:,.0f} / planner GQA formula {kv_pred:,} = "
           f"{kv_measured / kv_pred:.2f}; seed hidden_dim formula {kv_bytes_per_token_hidden(cfg, 'fp32'):,} "
@@ -154,6 +175,7 @@ def main() -> int:
                     "memory_read_gbs": bw, "fp32_gemm_tflops": tflops, "torch": torch.__version__},
         "model": {"id": cfg.id, "params": cfg.params, "precision": "fp32", "source": "bundled GGUF header"},
         "quick": args.quick, "prompt_tokens": prompt, "decode_steps": steps, "rows": rows,
+        "engine_rows": engine_rows,
         "kv": {"measured_bytes_per_token": kv_measured, "planner_bytes_per_token": kv_pred,
                "hidden_formula_bytes_per_token": kv_bytes_per_token_hidden(cfg, "fp32")},
     }, indent=2))

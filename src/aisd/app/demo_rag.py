@@ -41,7 +41,7 @@ def build_pipeline(services: Any) -> Any:
 
     settings = services.settings
     values = {**settings.rag.model_dump(), "collection": "pydoc-demo", "chunk_size": 192, "chunk_overlap": 24,
-              "max_tokens": 160, "top_k": 4}
+              "max_tokens": 128, "top_k": 4}
     try:
         vector_store = services.vector_store
     except (ImportError, AttributeError):  # the vector database is optional here: exact in-memory index

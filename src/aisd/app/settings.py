@@ -69,6 +69,7 @@ class RagSettings(BaseModel):
     mode: str = "simple"  # simple | agentic
     rerank_candidates: int = Field(default=50, ge=1)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    frequency_penalty: float = Field(default=0.3, ge=-2.0, le=2.0)  # discourages a small model's loops
     min_score: float | None = None  # relevance gate on the retriever's score (its own scale)
     min_similarity: float | None = 0.1  # relevance gate: cos(question, best chunk) with the embedder
     context_window: int | None = None  # override the LLM's reported window

@@ -47,6 +47,8 @@ class ExperimentStore:
         self.srm_threshold = srm_threshold
         self._lock = threading.RLock()
         self._con: Any = None
+        # definitions cached in process: this store is the file's only writer, so the cache cannot go stale
+        self._cache: dict[str, Experiment] = {}
 
     # ---------------------------------------------------------------------------------------------- connection
     @property
@@ -124,11 +126,16 @@ class ExperimentStore:
         return rows[0] if rows else None
 
     def get(self, name: str) -> Experiment:
+        cached = self._cache.get(name)
+        if cached is not None:
+            return cached
         with self._lock:
             row = self._row(name)
         if row is None:
             raise NotFoundError(f"experiment {name!r} not found", param="name")
-        return Experiment.from_dict(json.loads(row[0]))
+        exp = Experiment.from_dict(json.loads(row[0]))
+        self._cache[name] = exp
+        return exp
 
     def list(self, status: str | None = None) -> list[Experiment]:
         with self._lock:
@@ -139,6 +146,7 @@ class ExperimentStore:
     def _save(self, exp: Experiment) -> Experiment:
         self._run("UPDATE experiments SET spec = ?, status = ?, updated_at = now() WHERE name = ?",
                          [json.dumps(exp.to_dict()), exp.status, exp.name])
+        self._cache[exp.name] = exp
         return exp
 
     def update(self, name: str, **changes: Any) -> Experiment:
@@ -175,6 +183,7 @@ class ExperimentStore:
         """Delete an experiment with its exposures and reports (events are shared facts and stay)."""
         with self._lock:
             self.get(name)
+            self._cache.pop(name, None)
             for table in ("experiments", "exposures", "offline_reports"):
                 col = "name" if table == "experiments" else "experiment"
                 self._run(f"DELETE FROM {table} WHERE {col} = ?", [name])
@@ -190,9 +199,23 @@ class ExperimentStore:
             return Assignment(exp.name, str(unit_id), None, bucket(exp.salt, exp.name, str(unit_id)), "not_running")
         result = assignment(exp, unit_id, attributes)
         if log_exposure and result.variant is not None:
-            self.log_exposures(name, [{"unit_id": result.unit_id, "variant": result.variant, "ts": ts,
-                                       "attributes": dict(attributes) if attributes else None}])
+            self._log_one_exposure(exp.name, result.unit_id, result.variant, ts, attributes)
         return result
+
+    def _log_one_exposure(self, name: str, unit_id: str, variant: str, ts: Any,
+                          attributes: Mapping[str, Any] | None) -> None:
+        """The per-request path of ``assign``: one parameterised upsert, no DataFrame (about 1 ms)."""
+        try:
+            when = pd.Timestamp(ts) if ts is not None else pd.Timestamp(datetime.now(UTC))
+        except (TypeError, ValueError):
+            raise InvalidRequestError(f"ts {ts!r} is not an ISO-8601 time", param="ts") from None
+        if when.tzinfo is not None:
+            when = when.tz_convert(None)
+        attrs = json.dumps(dict(attributes), default=str) if attributes else None
+        with self._lock:
+            self._run("INSERT INTO exposures VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE "
+                      "SET ts = least(exposures.ts, excluded.ts)", [name, unit_id, variant, when.to_pydatetime(),
+                                                                   attrs])
 
     # --------------------------------------------------------------------------------------------------- logging
     def log_exposures(self, name: str, rows: Iterable[Any] | pd.DataFrame) -> ev.BatchResult:

@@ -233,8 +233,11 @@ def _key(name: str) -> str:
 def _unknown(kind: str, name: str, table: dict[str, Any], aliases: dict[str, str]) -> str:
     close = difflib.get_close_matches(_key(name), list(table) + list(aliases), n=4, cutoff=0.5)
     close = list(dict.fromkeys(aliases.get(c, c) for c in close))
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    return f"unknown {kind} {name!r}{hint} Known: {', '.join(sorted(table))}"
+    parts = [f"unknown {kind} {name!r}"]
+    if close:
+        parts.append(f"did you mean {', '.join(close)}?")
+    parts.append(f"known: {', '.join(sorted(table))}")
+    return "; ".join(parts)
 
 
 def _model_from_row(row: dict[str, Any]) -> ModelConfig:

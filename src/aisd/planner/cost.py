@@ -59,6 +59,8 @@ class SelfHostCost:
     prefill_s_per_query: float
     decode_s_per_query: float
     queries_per_s_per_replica: float  # at full load
+    decode_tokens_per_s_per_replica: float
+    throughput_source: str  # "model" | "measured"
     cost_per_month: float
     cost_per_query: float  # at the given volume (always-on replicas, so falls with volume)
     cost_per_query_at_capacity: float  # the floor: replicas busy at ``utilization``
@@ -73,8 +75,13 @@ class SelfHostCost:
 def self_host_cost(model: ModelConfig | str, gpu: GPUSpec, precision: str = "fp16", *, input_tokens: int,
                    output_tokens: int, queries_per_month: float, utilization: float = 0.5, batch: int | None = None,
                    price_per_hour: float | None = None, kv_dtype: str = "fp16",
-                   hours_per_month: float = HOURS_PER_MONTH) -> SelfHostCost:
+                   hours_per_month: float = HOURS_PER_MONTH,
+                   measured_tokens_per_s: float | None = None) -> SelfHostCost:
+    """``measured_tokens_per_s``: a replica's measured aggregate decode throughput (e.g. from an engine benchmark)
+    replaces the modelled one."""
     m = resolve_model(model)
+    if measured_tokens_per_s is not None and measured_tokens_per_s <= 0:
+        raise InvalidRequestError("measured_tokens_per_s must be > 0", param="measured_tokens_per_s")
     _check_workload(input_tokens, output_tokens, queries_per_month)
     if not 0 < utilization <= 1:
         raise InvalidRequestError("utilization must be in (0, 1]", param="utilization")
@@ -95,7 +102,7 @@ def self_host_cost(model: ModelConfig | str, gpu: GPUSpec, precision: str = "fp1
                                   f"{context}-token request; choose another GPU or precision", param="gpu")
     replica_gpus = plan.tensor_parallel * plan.pipeline_parallel
     prefill = prefill_estimate(m, gpu, precision, tokens=input_tokens, tensor_parallel=plan.tensor_parallel).time_s
-    replica_tps = plan.tokens_per_s / plan.data_parallel
+    replica_tps = measured_tokens_per_s or plan.tokens_per_s / plan.data_parallel
     decode = output_tokens / replica_tps if output_tokens else 0.0
     qps = 1.0 / (prefill + decode)  # GPU-seconds per query: prefill runs alone, decode shares the batch
     monthly_capacity = qps * 3600 * hours_per_month * utilization
@@ -107,7 +114,8 @@ def self_host_cost(model: ModelConfig | str, gpu: GPUSpec, precision: str = "fp1
     return SelfHostCost(model=m.id, gpu=gpu.id, precision=precision, price_per_gpu_hour=price,
                         utilization=utilization, batch=chosen, plan=plan, gpus_per_replica=replica_gpus,
                         replicas=replicas, prefill_s_per_query=prefill, decode_s_per_query=decode,
-                        queries_per_s_per_replica=qps, cost_per_month=monthly, cost_per_query=per_query,
+                        queries_per_s_per_replica=qps, decode_tokens_per_s_per_replica=replica_tps,
+                        throughput_source="measured" if measured_tokens_per_s else "model", cost_per_month=monthly, cost_per_query=per_query,
                         cost_per_query_at_capacity=floor,
                         cost_per_mtok=floor / (input_tokens + output_tokens) * 1e6)
 
@@ -190,28 +198,37 @@ class CostReport:
     self_host: SelfHostCost
     break_even: BreakEven
     recommendation: Recommendation
+    other_apis: list[ApiCost] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
                 "queries_per_month": self.queries_per_month, "tokens_per_month": self.tokens_per_month,
                 "api": self.api.to_dict(), "self_host": self.self_host.to_dict(),
-                "break_even": self.break_even.to_dict(), "recommendation": self.recommendation.to_dict()}
+                "break_even": self.break_even.to_dict(), "recommendation": self.recommendation.to_dict(),
+                "other_apis": [o.to_dict() for o in self.other_apis]}
 
 
 def cost_report(model: ModelConfig | str, gpu: GPUSpec, price: ApiPrice, precision: str = "fp16", *,
                 input_tokens: int = 500, output_tokens: int = 250, queries_per_month: float = 100_000,
                 utilization: float = 0.5, batch: int | None = None, price_per_hour: float | None = None,
-                fine_tuning: bool = False, data_on_premises: bool = False) -> CostReport:
+                fine_tuning: bool = False, data_on_premises: bool = False,
+                measured_tokens_per_s: float | None = None,
+                compare_prices: list[ApiPrice] | None = None) -> CostReport:
+    """The full comparison; ``compare_prices`` adds the API cost of every price listed (the seed's cost per query
+    by approach)."""
     a = api_cost(price, input_tokens=input_tokens, output_tokens=output_tokens, queries_per_month=queries_per_month)
     h = self_host_cost(model, gpu, precision, input_tokens=input_tokens, output_tokens=output_tokens,
                        queries_per_month=queries_per_month, utilization=utilization, batch=batch,
-                       price_per_hour=price_per_hour)
+                       price_per_hour=price_per_hour, measured_tokens_per_s=measured_tokens_per_s)
+    others = [api_cost(p, input_tokens=input_tokens, output_tokens=output_tokens, queries_per_month=queries_per_month)
+              for p in compare_prices or [] if p.id != price.id]
     tokens = queries_per_month * (input_tokens + output_tokens)
     return CostReport(input_tokens=input_tokens, output_tokens=output_tokens, queries_per_month=queries_per_month,
                       tokens_per_month=tokens, api=a, self_host=h,
                       break_even=break_even(a, h, input_tokens=input_tokens, output_tokens=output_tokens),
                       recommendation=build_vs_buy(tokens, fine_tuning=fine_tuning, data_on_premises=data_on_premises,
-                                                  api=a, host=h))
+                                                  api=a, host=h),
+                      other_apis=others)
 
 
 def _check_workload(input_tokens: int, output_tokens: int, queries_per_month: float) -> None:

@@ -1,8 +1,8 @@
 """``model_config(name_or_path)``: a catalog id, a GGUF file, a config.json, or a folder holding one of them.
 
-GGUF: the key-value header (``<arch>.block_count``, ``<arch>.attention.head_count_kv`` ...) read with the ``gguf``
-package's ``GGUFReader`` (memory-mapped, no tensor data is read); tied embeddings = no ``output.weight`` tensor; the
-exact weight count comes from the tensor shapes. config.json: the Hugging Face field names
+GGUF: the key-value header (``<arch>.block_count``, ``<arch>.attention.head_count_kv`` ...) read by
+``gguf_header.read_gguf_header`` (no tensor data is read; cross-checked against ``gguf.GGUFReader`` in
+tests/reference); tied embeddings = no ``output.weight`` tensor; the exact weight count comes from the tensor shapes. config.json: the Hugging Face field names
 (``num_hidden_layers``, ``num_key_value_heads``, ``head_dim`` ...), including a nested ``text_config``.
 """
 
@@ -14,8 +14,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from aisd.core.errors import CorruptDataError, InvalidRequestError, ModelNotFoundError, UnsupportedError
+from aisd.core.errors import InvalidRequestError, ModelNotFoundError, UnsupportedError
 from aisd.planner.catalog import Catalog, ModelConfig, default_catalog
+from aisd.planner.gguf_header import ArrayInfo, read_gguf_header
 
 # Architectures whose MLP is gated (3 matrices) like Llama's; the parameter formula assumes this.
 GATED_MLP_TYPES = {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "gemma", "gemma2", "gemma3",
@@ -28,10 +29,19 @@ def model_config(name_or_path: str | Path, catalog: Catalog | None = None) -> Mo
     if not text:
         raise InvalidRequestError("model must be a catalog id or a path, got an empty string", param="model")
     path = Path(text).expanduser()
-    looks_like_path = path.suffix.lower() in (".gguf", ".json") or "/" in text or path.exists()
-    if looks_like_path and not text.lower().startswith(("meta-llama/", "mistralai/", "qwen/", "huggingfacetb/")):
+    if path.exists() or path.suffix.lower() in (".gguf", ".json"):
         return config_from_path(path)
-    return (catalog or default_catalog()).model(text)
+    cat = catalog or default_catalog()
+    try:
+        return cat.model(text)
+    except ModelNotFoundError:
+        # "org/Model-Name" hub-style ids: try the bare model name before giving up
+        if "/" in text and not text.startswith(("/", ".", "~")):
+            try:
+                return cat.model(text.rsplit("/", 1)[-1])
+            except ModelNotFoundError:
+                pass
+        raise
 
 
 def resolve_model(model: ModelConfig | str | Path) -> ModelConfig:
@@ -107,11 +117,8 @@ def config_from_dict(raw: dict[str, Any], *, name: str = "custom", source: str =
 
 
 def config_from_gguf(path: Path) -> ModelConfig:
-    """Read the GGUF key-value header; the weight count is exact (sum of tensor shapes).
-
-    ``GGUFReader`` parses every metadata array (a 50k-token vocabulary is 100k small arrays), which takes about a
-    second, so results are cached per (file, size, mtime).
-    """
+    """Read the GGUF key-value header; the weight count is exact (sum of tensor shapes). Cached per
+    (file, size, mtime)."""
     p = Path(path).resolve()
     try:
         st = p.stat()
@@ -123,56 +130,46 @@ def config_from_gguf(path: Path) -> ModelConfig:
 @lru_cache(maxsize=16)
 def _config_from_gguf_cached(path_str: str, size: int, mtime_ns: int) -> ModelConfig:
     path = Path(path_str)
-    try:
-        from gguf import GGUFReader
-    except ImportError as e:  # pragma: no cover - gguf is a dependency of aisd
-        raise UnsupportedError("reading GGUF needs the 'gguf' package: pip install gguf") from e
-    try:
-        reader = GGUFReader(str(path), "r")
-    except Exception as e:  # noqa: BLE001 - the gguf package raises ValueError/struct.error/... on a bad file
-        raise CorruptDataError(f"{path}: not a readable GGUF file ({e})") from e
+    header = read_gguf_header(path)
 
     def value(key: str, default: Any = None) -> Any:
-        f = reader.fields.get(key)
-        if f is None:
-            return default
-        try:
-            return f.contents()
-        except Exception:  # noqa: BLE001 - older gguf versions lack contents(); fall back to the raw part
-            return f.parts[f.data[0]][0] if f.data else default
+        v = header.get(key, default)
+        return default if isinstance(v, ArrayInfo) else v
+
+    def scalar(key: str, default: Any = None) -> Any:
+        v = value(key, default)
+        return max(v) if isinstance(v, list) and v else v  # per-layer lists: the largest layer decides
 
     arch = value("general.architecture", "llama")
     a = f"{arch}."
-    layers, hidden, heads = value(a + "block_count"), value(a + "embedding_length"), value(
+    layers, hidden, heads = scalar(a + "block_count"), scalar(a + "embedding_length"), scalar(
         a + "attention.head_count")
     if layers is None or hidden is None or heads is None:
         raise UnsupportedError(f"{path}: GGUF header lacks {a}block_count/embedding_length/attention.head_count",
                                param="model")
-    if isinstance(heads, list):  # per-layer head counts (some architectures): take the maximum
-        heads = max(heads)
-    kv_heads = value(a + "attention.head_count_kv", heads)
-    if isinstance(kv_heads, list):
-        kv_heads = max(kv_heads)
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
-    vocab = value(a + "vocab_size") or (len(tokens.data) if tokens is not None else None)
-    names = {t.name for t in reader.tensors}
-    total = sum(int(math.prod(int(d) for d in t.shape)) for t in reader.tensors)
+    kv_heads = scalar(a + "attention.head_count_kv", heads)
+    tokens = header.get("tokenizer.ggml.tokens")
+    vocab = scalar(a + "vocab_size") or (tokens.length if isinstance(tokens, ArrayInfo) else
+                                         len(tokens) if isinstance(tokens, list) else None)
+    names = {t.name for t in header.tensors}
+    total = sum(math.prod(t.shape) for t in header.tensors)
     if vocab is None:
-        emb = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+        emb = next((t for t in header.tensors if t.name == "token_embd.weight"), None)
         vocab = int(max(emb.shape)) if emb is not None else 32000
-    experts = value(a + "expert_count", 1) or 1
-    ffn = value(a + "expert_feed_forward_length") or value(a + "feed_forward_length", 4 * int(hidden))
-    if isinstance(ffn, list):
-        ffn = max(ffn)
-    window = value(a + "attention.sliding_window")
+    experts = scalar(a + "expert_count", 1) or 1
+    ffn = scalar(a + "expert_feed_forward_length") or scalar(a + "feed_forward_length", 4 * int(hidden))
+    window = scalar(a + "attention.sliding_window")
     name = value("general.name") or path.stem
-    return ModelConfig(
-        id=str(path.stem).lower(), family=str(arch), num_layers=int(layers), hidden_size=int(hidden),
-        num_heads=int(heads), num_kv_heads=int(kv_heads),
-        head_dim=int(value(a + "attention.key_length", int(hidden) // int(heads))),
-        intermediate_size=int(ffn), sliding_window=int(window) if window else None,
-        vocab_size=int(vocab), tied_embeddings="output.weight" not in names,
-        max_context=int(value(a + "context_length", 4096)), num_experts=int(experts),
-        experts_per_token=int(value(a + "expert_used_count", 1) or 1),
-        qkv_bias="blk.0.attn_q.bias" in names, published_params=total,
-        source=f"GGUF header of {path.name} ({name}); published_params = sum of tensor shapes")
+    try:
+        return ModelConfig(
+            id=str(path.stem).lower(), family=str(arch), num_layers=int(layers), hidden_size=int(hidden),
+            num_heads=int(heads), num_kv_heads=int(kv_heads),
+            head_dim=int(scalar(a + "attention.key_length", int(hidden) // int(heads))),
+            intermediate_size=int(ffn), sliding_window=int(window) if window else None,
+            vocab_size=int(vocab), tied_embeddings="output.weight" not in names,
+            max_context=int(scalar(a + "context_length", 4096)), num_experts=int(experts),
+            experts_per_token=int(scalar(a + "expert_used_count", 1) or 1),
+            qkv_bias="blk.0.attn_q.bias" in names, published_params=total,
+            source=f"GGUF v{header.version} header of {path.name} ({name}); published_params = sum of tensor shapes")
+    except ValueError as e:
+        raise UnsupportedError(f"{path}: {e}", param="model") from e

@@ -61,7 +61,7 @@ def bytes_per_param(name: str, group_size: int | None = 128) -> float:
 def weight_bytes(model: ModelConfig | str, precision_name: str = "fp16", *, group_size: int | None = 128,
                  keep_embeddings_fp16: bool = False) -> int:
     """Bytes of weights at a precision; ``keep_embeddings_fp16`` leaves the embedding and untied head in 16-bit,
-    as GPTQ/AWQ checkpoints and vLLM do (Llama-3-70B INT4: ~36.7 GB without, ~39.6 GB with)."""
+    as GPTQ/AWQ checkpoints and vLLM do (Llama-3-70B INT4: ~36.7 GB without, ~39.8 GB with)."""
     m = _resolve(model)
     counts = count_parameters(m)
     bpp = bytes_per_param(precision_name, group_size)

@@ -31,9 +31,17 @@ from aisd.rag.documents import RetrievedChunk
 
 NOT_IN_SOURCES = "I could not find the answer in the sources."
 
-DEFAULT_SYSTEM = ("You answer questions using only the numbered sources. After each fact, cite its source number "
-                  "in brackets, like [1]. If the sources do not contain the answer, reply exactly: "
-                  f"{NOT_IN_SOURCES}")
+DEFAULT_SYSTEM = ("You answer questions using only the numbered sources. Answer in at most three sentences. After "
+                  "each fact, cite its source number in brackets, like [1]. If the sources do not contain the "
+                  f"answer, reply exactly: {NOT_IN_SOURCES}")
+
+# A worked example for small models: the answer copies the fact and cites it; the second source is a distractor.
+ONE_SHOT: list[dict[str, str]] = [
+    {"role": "user", "content": "Sources:\n[1] Mount Everest\nMount Everest is 8,849 metres high and lies in the "
+                                "Himalayas.\n\n[2] K2\nK2 is the second-highest mountain on Earth.\n\n"
+                                "Question: How high is Mount Everest?\nAnswer (cite sources like [1]):"},
+    {"role": "assistant", "content": "Mount Everest is 8,849 metres high [1]."},
+]
 
 _SOURCE_WORDS = r"(?:sources?|context|documents?|text|passages?|information)"
 _REFUSAL = re.compile(
@@ -54,12 +62,15 @@ _STOP = frozenset("the and for are was were with that this from have has had not
 class GenerationConfig:
     max_tokens: int = 256
     temperature: float = 0.0
+    frequency_penalty: float = 0.0  # OpenAI semantics: penalises tokens repeated in the answer, not the sources
     min_score: float | None = None  # gate on the retriever's own score (its scale: BM25, cosine, RRF ...)
     min_similarity: float | None = None  # gate on cos(question, best chunk) with the embedder
     context_window: int | None = None  # override what the LLM client reports
     default_context_window: int = 2048  # when neither the client nor the config knows
     safety_margin: float = 0.15  # extra share of tokens assumed because the counting tokenizer differs
     max_sources: int = 10
+    source_order: str = "best-first"  # best-last puts the top source next to the question (small models' recency)
+    one_shot: bool = False  # show one worked example (sources -> cited answer) before the real question
     system_prompt: str = DEFAULT_SYSTEM
     detect_refusal: bool = True
     attribute_uncited: bool = True
@@ -70,12 +81,16 @@ class GenerationConfig:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if not 0.0 <= self.temperature <= 2.0:
             raise ValueError(f"temperature must be in [0, 2], got {self.temperature}")
+        if not -2.0 <= self.frequency_penalty <= 2.0:
+            raise ValueError(f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty}")
         if self.min_similarity is not None and not -1.0 <= self.min_similarity <= 1.0:
             raise ValueError(f"min_similarity must be in [-1, 1], got {self.min_similarity}")
         if not 0.0 <= self.safety_margin < 1.0:
             raise ValueError(f"safety_margin must be in [0, 1), got {self.safety_margin}")
         if self.max_sources < 1:
             raise ValueError(f"max_sources must be >= 1, got {self.max_sources}")
+        if self.source_order not in ("best-first", "best-last"):
+            raise ValueError(f"source_order must be one of: best-first, best-last; got {self.source_order!r}")
         if not 0.0 <= self.attribution_min_overlap <= 1.0:
             raise ValueError(f"attribution_min_overlap must be in [0, 1], got {self.attribution_min_overlap}")
 
@@ -210,6 +225,40 @@ def strip_invalid_citations(text: str, valid: set[int]) -> str:
     return re.sub(r"\s+([.,;:!?])", r"\1", _CITATION.sub(fix, text)).strip()
 
 
+_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+(?:\s*\[[\d,\s\-\u2013]+\])*|\n|$)")
+
+
+def tidy_answer(text: str, truncated: bool) -> tuple[str, dict[str, int]]:
+    """Drop sentences that repeat an earlier one (small models loop) and, when generation hit the token limit, the
+    unfinished tail after the last complete sentence; the rest of the text (line breaks, lists) is kept as written.
+    Returns the text and the counts of what was removed."""
+    text = text.strip()
+    out: list[str] = []
+    seen: set[str] = set()
+    repeats = 0
+    cursor = 0
+    for m in _SENTENCE.finditer(text):
+        if not m.group().strip():
+            continue
+        key = " ".join(re.findall(r"\w+", _CITATION.sub("", m.group()).lower()))
+        if key in seen and len(key.split()) >= 2:  # one-word repeats ("Yes.") can be legitimate
+            repeats += 1
+            out.append(text[cursor:m.start()].rstrip(" "))
+        else:
+            seen.add(key)
+            out.append(text[cursor:m.end()])
+        cursor = m.end()
+    out.append(text[cursor:])
+    result = "".join(out).strip()
+    cut = 0
+    if truncated:
+        ends = [m.end() for m in re.finditer(r"[.!?](?:\s*\[[\d,\s\-\u2013]+\])*(?=\s|$)", result)]
+        if ends and ends[-1] < len(result.rstrip()):
+            result, cut = result[: ends[-1]].rstrip(), 1
+    result = re.sub(r"[ \t]+\n", "\n", re.sub(r"\n{3,}", "\n\n", result))
+    return result, {"repeated_sentences": repeats, "unfinished_sentence": cut}
+
+
 def is_refusal(text: str) -> bool:
     """True when the answer says the sources do not hold the answer (or is empty)."""
     stripped = text.strip()
@@ -229,8 +278,9 @@ def format_source(source: Source) -> str:
     return f"{head}\n{' '.join(source.text.split())}"
 
 
-def build_user_prompt(question: str, sources: Sequence[Source]) -> str:
-    blocks = "\n\n".join(format_source(s) for s in sources)
+def build_user_prompt(question: str, sources: Sequence[Source], order: str = "best-first") -> str:
+    shown = list(sources) if order == "best-first" else list(reversed(sources))
+    blocks = "\n\n".join(format_source(s) for s in shown)
     return f"Sources:\n{blocks}\n\nQuestion: {question}\nAnswer (cite sources like [1]):"
 
 
@@ -285,7 +335,8 @@ class CitedGenerator:
         cfg = config or self.config
         scale = 1.0 + cfg.safety_margin
         window = self.window(cfg)
-        overhead = self.count_tokens(cfg.system_prompt + build_user_prompt(question, [])) + 16  # chat template
+        shot = "".join(m["content"] for m in ONE_SHOT) if cfg.one_shot else ""
+        overhead = self.count_tokens(cfg.system_prompt + shot + build_user_prompt(question, [])) + 24  # + template
         budget = int(window / scale) - cfg.max_tokens - overhead
         sources: list[Source] = []
         info: dict[str, Any] = {"window": window, "budget_tokens": max(budget, 0), "dropped": 0, "truncated": 0}
@@ -318,18 +369,28 @@ class CitedGenerator:
         return text[: tokens * 4]
 
     # ---- stage 3: the model ----
+    @staticmethod
+    def _sampling(cfg: GenerationConfig) -> dict[str, Any]:
+        params: dict[str, Any] = {"max_tokens": cfg.max_tokens, "temperature": cfg.temperature}
+        if cfg.frequency_penalty:
+            params["frequency_penalty"] = cfg.frequency_penalty
+        return params
+
     def _messages(self, question: str, sources: Sequence[Source], cfg: GenerationConfig) -> list[dict[str, str]]:
-        return [{"role": "system", "content": cfg.system_prompt},
-                {"role": "user", "content": build_user_prompt(question, sources)}]
+        messages = [{"role": "system", "content": cfg.system_prompt}]
+        if cfg.one_shot:
+            messages += ONE_SHOT
+        return messages + [{"role": "user", "content": build_user_prompt(question, sources, cfg.source_order)}]
 
     def finish(self, raw: str, sources: list[Source], usage: Usage, trace: list[TraceStep],
-               config: GenerationConfig | None = None) -> Answer:
-        """Parse and check citations, detect a refusal, attribute uncited sentences; build the Answer."""
+               config: GenerationConfig | None = None, finish_reason: str | None = None) -> Answer:
+        """Tidy the text, parse and check citations, detect a refusal, attribute uncited sentences."""
         cfg = config or self.config
         by_number = {s.number: s for s in sources}
-        numbers = parse_citations(raw)
+        tidy, removed = tidy_answer(raw, truncated=finish_reason == "length")
+        numbers = parse_citations(tidy)
         invalid = [n for n in numbers if n not in by_number]
-        text = strip_invalid_citations(raw, set(by_number)) if invalid else raw.strip()
+        text = strip_invalid_citations(tidy, set(by_number)) if invalid else tidy
         refused = cfg.detect_refusal and is_refusal(text)
         inferred: list[int] = []
         if refused:
@@ -340,7 +401,8 @@ class CitedGenerator:
                      for n in parse_citations(text) if n in by_number]
         citations += [Citation(n, False) for n in invalid]
         trace = [*trace, TraceStep("citations", {"cited": [c.number for c in citations if c.valid],
-                                                 "invalid": invalid, "inferred": inferred, "refusal": refused})]
+                                                 "invalid": invalid, "inferred": inferred, "refusal": refused,
+                                                 "finish_reason": finish_reason, **removed})]
         return Answer(text=text, citations=citations, sources=sources, not_in_sources=refused, usage=usage,
                       trace=trace, invalid_citations=invalid, raw_text=raw)
 
@@ -359,14 +421,14 @@ class CitedGenerator:
         if not sources:
             return self.not_found(TraceStep("gate", {"passed": False, "reason": "no source fits the context "
                                                                                   "window", **info}), trace)
-        request = chat_request(self._messages(question, sources, cfg), max_tokens=cfg.max_tokens,
-                               temperature=cfg.temperature)
+        request = chat_request(self._messages(question, sources, cfg), **self._sampling(cfg))
         response = self.llm.chat(request)
         u = response.usage
         usage = Usage(u.prompt_tokens if u else 0, u.completion_tokens if u else 0, 1)
         steps = [*trace, TraceStep("generate", {"sources": len(sources), **info, "model": self.llm.model_name},
                                    (time.perf_counter() - t0) * 1000)]
-        return self.finish(response.text, sources, usage, steps, cfg)
+        finish_reason = response.choices[0].finish_reason if response.choices else None
+        return self.finish(response.text, sources, usage, steps, cfg, finish_reason)
 
     def stream(self, question: str, retrieved: Sequence[RetrievedChunk], *, trace: Sequence[TraceStep] = (),
                config: GenerationConfig | None = None) -> Iterator[AnswerEvent]:
@@ -383,21 +445,22 @@ class CitedGenerator:
             yield AnswerEvent("done", answer=answer)
             return
         yield AnswerEvent("sources", sources=sources)
-        request = chat_request(self._messages(question, sources, cfg), max_tokens=cfg.max_tokens,
-                               temperature=cfg.temperature, stream=True)
+        request = chat_request(self._messages(question, sources, cfg), **self._sampling(cfg), stream=True)
         pieces: list[str] = []
+        finish_reason: str | None = None
         usage = Usage(0, 0, 1)
         for chunk in self.llm.chat_stream(request):
             usage_obj = getattr(chunk, "usage", None)
             if usage_obj is not None:
                 usage = Usage(usage_obj.prompt_tokens, usage_obj.completion_tokens, 1)
             for choice in chunk.choices:
+                finish_reason = choice.finish_reason or finish_reason
                 if choice.delta.content:
                     pieces.append(choice.delta.content)
                     yield AnswerEvent("delta", text=choice.delta.content)
         steps = [*trace, TraceStep("generate", {"sources": len(sources), **info, "model": self.llm.model_name,
                                                 "stream": True}, (time.perf_counter() - t0) * 1000)]
-        yield AnswerEvent("done", answer=self.finish("".join(pieces), sources, usage, steps, cfg))
+        yield AnswerEvent("done", answer=self.finish("".join(pieces), sources, usage, steps, cfg, finish_reason))
 
 
 def attribute(text: str, sources: Sequence[Source], min_overlap: float) -> tuple[str, list[int]]:

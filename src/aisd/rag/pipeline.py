@@ -52,6 +52,7 @@ class RagConfig:
     mode: str = "simple"
     max_tokens: int = 256
     temperature: float = 0.0
+    frequency_penalty: float = 0.3
     min_score: float | None = None
     min_similarity: float | None = 0.1
     context_window: int | None = None
@@ -83,13 +84,15 @@ class RagConfig:
         return cls(**{k: v for k, v in values.items() if k in names})
 
     def generation(self) -> GenerationConfig:
-        return GenerationConfig(max_tokens=self.max_tokens, temperature=self.temperature, min_score=self.min_score,
+        return GenerationConfig(max_tokens=self.max_tokens, temperature=self.temperature,
+                                frequency_penalty=self.frequency_penalty, min_score=self.min_score,
                                 min_similarity=self.min_similarity, context_window=self.context_window,
                                 max_sources=self.max_sources, attribute_uncited=self.attribute_uncited)
 
 
 # Query-time fields ask() accepts as overrides (the rest need a rebuilt pipeline: chunker, retriever ...).
-QUERY_OVERRIDES = {"top_k", "query_transform", "mode", "max_tokens", "temperature", "min_score", "min_similarity",
+QUERY_OVERRIDES = {"top_k", "query_transform", "mode", "max_tokens", "temperature", "frequency_penalty", "min_score",
+                   "min_similarity",
                    "context_window", "max_sources", "attribute_uncited", "agent_max_iterations", "agent_route"}
 
 

@@ -97,7 +97,9 @@ def choose_plan(*, kind: str, trained: bool, supports_selector: bool, k: int, n_
                                                                or not supports_selector))
     if use_post:
         fetch = min(n_live, max(k, math.ceil(k * refine / max(sel, 1e-9) * config.overfetch)))
-        params = dict(base)
+        # the surviving fraction of an ordinary result list is ~selectivity, so widen the search like in-index
+        # filtering does, and let HNSW's beam hold at least the over-fetched list
+        params = {**base, **widened_params(kind, base, sel, k * refine)}
         if kind == "hnsw":
             params["ef_search"] = max(params["ef_search"], fetch)
         return QueryPlan("post_filter", sel, candidates, fetch, _public(params),

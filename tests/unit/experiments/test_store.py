@@ -63,7 +63,8 @@ def test_layer_slices_are_allocated_and_overlaps_refused(store: ExperimentStore)
         store.create(Experiment("d", layer="home", layer_range=(0.85, 0.95)))
     store.create(Experiment("e", layer="home", layer_range=(0.9, 1.0)))
     ids = [f"u{i}" for i in range(3000)]
-    both = [u for u in ids if assign(store.get("a"), u) and assign(store.get("b"), u)]
+    ea, eb = store.get("a"), store.get("b")
+    both = [u for u in ids if assign(ea, u) and assign(eb, u)]
     assert both == []
 
 

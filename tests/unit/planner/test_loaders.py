@@ -94,3 +94,57 @@ def test_bad_configs_are_clear_errors(tmp_path: Path) -> None:
     junk.write_bytes(b"not a gguf file at all" * 10)
     with pytest.raises(CorruptDataError):
         model_config(junk)
+
+
+def _write_gguf(path: Path, *, untied: bool, big_vocab: int = 5000) -> None:
+    """A tiny MoE-style GGUF written with the gguf package's own writer."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    w = GGUFWriter(str(path), "llama")
+    w.add_block_count(2)
+    w.add_context_length(1024)
+    w.add_embedding_length(32)
+    w.add_feed_forward_length(48)
+    w.add_head_count(4)
+    w.add_head_count_kv(2)
+    w.add_expert_count(4)
+    w.add_expert_used_count(2)
+    w.add_sliding_window(256)
+    w.add_token_list([f"t{i}" for i in range(big_vocab)])  # long string array: kept by length only
+    w.add_array("llama.custom_per_layer", [1, 2])
+    w.add_tensor("token_embd.weight", np.zeros((big_vocab, 32), dtype=np.float32))
+    w.add_tensor("blk.0.attn_q.weight", np.zeros((32, 32), dtype=np.float32))
+    if untied:
+        w.add_tensor("output.weight", np.zeros((big_vocab, 32), dtype=np.float16))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_gguf_written_by_the_gguf_package(tmp_path: Path) -> None:
+    from aisd.planner.gguf_header import ArrayInfo, read_gguf_header
+
+    path = tmp_path / "tiny-moe.gguf"
+    _write_gguf(path, untied=True)
+    header = read_gguf_header(path)
+    assert header.get("tokenizer.ggml.tokens") == ArrayInfo(element_type=8, length=5000)
+    assert header.get("llama.custom_per_layer") == [1, 2]
+    assert [t.name for t in header.tensors] == ["token_embd.weight", "blk.0.attn_q.weight", "output.weight"]
+    m = model_config(path)
+    assert (m.num_layers, m.hidden_size, m.num_heads, m.num_kv_heads, m.head_dim) == (2, 32, 4, 2, 8)
+    assert (m.num_experts, m.experts_per_token, m.sliding_window, m.vocab_size) == (4, 2, 256, 5000)
+    assert not m.tied_embeddings and m.published_params == 2 * 5000 * 32 + 32 * 32
+    tied = tmp_path / "tiny-tied.gguf"
+    _write_gguf(tied, untied=False)
+    assert model_config(tied).tied_embeddings
+
+
+def test_truncated_gguf_is_corrupt_data(tmp_path: Path) -> None:
+    path = tmp_path / "whole.gguf"
+    _write_gguf(path, untied=False)
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CorruptDataError):
+        model_config(cut)

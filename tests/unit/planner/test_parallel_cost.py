@@ -122,3 +122,20 @@ def test_cost_inputs_are_validated() -> None:
         self_host_cost("llama-3-8b", gpu("h100-80"), input_tokens=100, output_tokens=10, queries_per_month=10,
                        utilization=0)
     assert e2.value.param == "utilization"
+
+
+def test_measured_throughput_replaces_the_model_and_other_apis_are_listed() -> None:
+    from aisd.planner import list_prices
+
+    modelled = self_host_cost("llama-3-8b", gpu("h100-80"), input_tokens=500, output_tokens=250,
+                              queries_per_month=1e6)
+    measured = self_host_cost("llama-3-8b", gpu("h100-80"), input_tokens=500, output_tokens=250,
+                              queries_per_month=1e6, measured_tokens_per_s=500.0)
+    assert modelled.throughput_source == "model" and measured.throughput_source == "measured"
+    assert measured.decode_s_per_query == pytest.approx(250 / 500.0)
+    assert measured.queries_per_s_per_replica == pytest.approx(1 / (measured.prefill_s_per_query + 0.5))
+    assert measured.cost_per_query_at_capacity > modelled.cost_per_query_at_capacity
+    rep = cost_report("llama-3-8b", gpu("h100-80"), api_price("gpt-4o"), queries_per_month=1e5,
+                      compare_prices=list_prices())
+    assert len(rep.other_apis) == len(list_prices()) - 1
+    assert all(o.api != "gpt-4o" for o in rep.other_apis)

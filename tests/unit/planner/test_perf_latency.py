@@ -117,3 +117,18 @@ def test_measured_file_errors(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequestError) as e2:
         latency_budget("llama-3-8b", None)
     assert e2.value.param == "gpu"
+
+
+def test_reads_the_engine_serving_benchmark_layout(tmp_path: Path) -> None:
+    # the shape bench/engine_serving.py writes: args.input_len, then rows whose first is the sequential baseline
+    doc = {"benchmark": "engine_serving", "args": {"input_len": 128, "output_len": 32},
+           "engine_stats_after": {"model": "smollm2-135m-instruct"},
+           "rows": [{"rate": "sequential (1 at a time)", "ttft_p50_ms": 1040.7, "tpot_p50_ms": 250.9,
+                     "itl_p50_ms": 300.7},
+                    {"rate": "inf (burst)", "ttft_p50_ms": 13185.4, "tpot_p50_ms": 675.5}]}
+    path = tmp_path / "engine_serving_quick.json"
+    path.write_text(json.dumps(doc))
+    m = load_measured(path)
+    assert (m.ttft_ms, m.tpot_ms, m.prompt_tokens, m.model) == (1040.7, 250.9, 128, "smollm2-135m-instruct")
+    b = latency_budget("smollm2-135m", None, prompt_tokens=128, output_tokens=32, measured=m)
+    assert b.tpot_ms == 250.9 and {i.component: i.ms for i in b.items}["prefill"] == 1040.7

@@ -145,3 +145,32 @@ def test_answer_serialises() -> None:
     d = ans.to_dict()
     assert d["citations"][0]["number"] == 1 and d["sources"][0]["chunk_id"] == "doc1::0"
     assert d["usage"]["llm_calls"] == 1 and d["trace"][0]["name"] == "generate"
+
+
+def test_tidy_answer_drops_loops_and_unfinished_tail() -> None:
+    from aisd.rag.generate import tidy_answer
+
+    text, removed = tidy_answer("It checks [1]. It checks. It checks [2]. Another fact. And then it", truncated=True)
+    assert text == "It checks [1]. Another fact." and removed == {"repeated_sentences": 2, "unfinished_sentence": 1}
+    assert tidy_answer("- a [1]\n- b [2]", truncated=False)[0] == "- a [1]\n- b [2]"  # layout kept when clean
+    assert tidy_answer("Only an unfinished", truncated=True)[0] == "Only an unfinished"
+
+
+def test_length_cut_answer_is_tidied_and_penalty_is_sent() -> None:
+    from aisd.llm.schema import ChatChoice, ChatCompletionResponse, ChatMessage
+
+    class LengthCut(FakeLLMClient):
+        def chat(self, request):  # type: ignore[no-untyped-def]
+            self.requests.append(request)
+            msg = ChatMessage(role="assistant", content="Assert checks [1]. Assert checks [1]. It then")
+            return ChatCompletionResponse(model="x", choices=[ChatChoice(index=0, message=msg,
+                                                                         finish_reason="length")])
+
+    llm = LengthCut()
+    ans = CitedGenerator(llm, GenerationConfig(frequency_penalty=0.4), embedder=EMB).generate("q", CHUNKS)
+    assert ans.text == "Assert checks [1]." and ans.raw_text.endswith("It then")
+    step = ans.trace[-1].detail
+    assert step["finish_reason"] == "length" and step["repeated_sentences"] == 1 and step["unfinished_sentence"] == 1
+    assert llm.requests[0].frequency_penalty == 0.4
+    assert CitedGenerator(FakeLLMClient(), embedder=EMB)._sampling(GenerationConfig()) == {"max_tokens": 256,
+                                                                                          "temperature": 0.0}

@@ -83,15 +83,14 @@ def models(json_out: bool = JSON_OUT, catalog: Path = CATALOG) -> None:
     if json_out:
         _print_json([m.to_dict() for m in cat.models.values()])
         return
-    table = Table(title="Model catalog (numbers from each model's config.json)")
-    for col in ("id", "params", "active", "layers", "hidden", "heads", "kv heads", "head dim", "vocab", "tied",
-                "max ctx", "KV B/token fp16"):
-        table.add_column(col, justify="left" if col == "id" else "right")
+    table = Table(title="Models (L layers, q/kv heads, hd head dim; * tied; MoE total/active; --json for all)")
+    for col in ("id", "params", "L", "q/kv", "hd", "vocab", "ctx", "KV/token"):
+        table.add_column(col, justify="left" if col == "id" else "right", no_wrap=True, min_width=len(col))
     for m in cat.models.values():
-        table.add_row(m.id, f"{m.params / 1e9:.2f}B", f"{m.active_params / 1e9:.2f}B" if m.is_moe else "",
-                      str(m.num_layers), str(m.hidden_size), str(m.num_heads), str(m.num_kv_heads), str(m.head_dim),
-                      f"{m.vocab_size:,}", "yes" if m.tied_embeddings else "", f"{m.max_context:,}",
-                      f"{kv_bytes_per_token(m):,}")
+        params = f"{m.params / 1e9:.2f}B" + (f"/{m.active_params / 1e9:.1f}B" if m.is_moe else "")
+        table.add_row(m.id, params + ("*" if m.tied_embeddings else ""), str(m.num_layers),
+                      f"{m.num_heads}/{m.num_kv_heads}", str(m.head_dim), f"{m.vocab_size / 1000:.0f}k",
+                      f"{m.max_context // 1024}k", f"{kv_bytes_per_token(m) / 1024:g}K")
     console.print(table)
 
 
@@ -102,11 +101,11 @@ def hardware(json_out: bool = JSON_OUT, catalog: Path = CATALOG) -> None:
     if json_out:
         _print_json({"prices_as_of": cat.gpu_prices_as_of, "gpus": [g.to_dict() for g in cat.gpus.values()]})
         return
-    table = Table(title=f"Accelerators (prices: approximate on-demand USD, as of {cat.gpu_prices_as_of}; editable)")
-    for col in ("id", "name", "memory", "bandwidth", "FP16 TFLOPS", "FP8 TFLOPS", "link", "$/hour"):
-        table.add_column(col, justify="left" if col in ("id", "name", "link") else "right")
+    table = Table(title=f"Accelerators (approximate on-demand $/hour as of {cat.gpu_prices_as_of}; editable)")
+    for col in ("id", "memory", "bandwidth", "FP16 TF", "FP8 TF", "link", "$/hour"):
+        table.add_column(col, justify="left" if col in ("id", "link") else "right", no_wrap=col != "link")
     for g in cat.gpus.values():
-        table.add_row(g.id, g.name, f"{g.memory_gb:.1f} GB", f"{g.bandwidth_gbs:,.0f} GB/s", f"{g.fp16_tflops:g}",
+        table.add_row(g.id, f"{g.memory_bytes / 2**30:.1f} GiB", f"{g.bandwidth_gbs:,.0f} GB/s", f"{g.fp16_tflops:g}",
                       f"{g.fp8_tflops:g}" if g.fp8_tflops else "-", g.interconnect, f"{g.price_per_hour:.2f}")
     console.print(table)
 
@@ -284,6 +283,9 @@ def cost(model: str = MODEL, gpu: str = typer.Option("h100-80"), precision: str 
          price_per_hour: float = typer.Option(None, help="Override the GPU's $/hour."),
          fine_tuning: bool = typer.Option(False, help="The use case needs fine-tuning."),
          on_prem: bool = typer.Option(False, "--on-prem", help="Data cannot leave the premises."),
+         tokens_per_s: float = typer.Option(None, "--tokens-per-s",
+                                            help="Measured decode tokens/s of one replica (replaces the model)."),
+         compare_apis: bool = typer.Option(False, "--compare-apis", help="Add every API in the price table."),
          json_out: bool = JSON_OUT, catalog: Path = CATALOG) -> None:
     """Cost per query and per month, API vs self-hosting, break-even volume, build-vs-buy."""
     from aisd.planner import cost_report
@@ -292,7 +294,9 @@ def cost(model: str = MODEL, gpu: str = typer.Option("h100-80"), precision: str 
     m = _model(model, cat)
     rep = cost_report(m, cat.gpu(gpu), cat.price(api), precision, input_tokens=input_tokens,
                       output_tokens=output_tokens, queries_per_month=queries_per_month, utilization=utilization,
-                      batch=batch, price_per_hour=price_per_hour, fine_tuning=fine_tuning, data_on_premises=on_prem)
+                      batch=batch, price_per_hour=price_per_hour, fine_tuning=fine_tuning, data_on_premises=on_prem,
+                      measured_tokens_per_s=tokens_per_s,
+                      compare_prices=list(cat.prices.values()) if compare_apis else None)
     if json_out:
         _print_json(rep.to_dict())
         return
@@ -305,8 +309,11 @@ def cost(model: str = MODEL, gpu: str = typer.Option("h100-80"), precision: str 
                   f"{a.provider} list price as of {a.prices_as_of}")
     table.add_row(f"self-host {h.model} ({h.precision})", f"${h.cost_per_query:.5f}", f"${h.cost_per_month:,.2f}",
                   f"{h.replicas} x {h.gpus_per_replica} {h.gpu} @ ${h.price_per_gpu_hour:.2f}/h, batch {h.batch}, "
-                  f"{h.queries_per_s_per_replica:.2f} q/s per replica at {h.utilization:.0%} utilization; "
+                  f"{h.queries_per_s_per_replica:.2f} q/s per replica ({h.throughput_source} "
+                  f"{h.decode_tokens_per_s_per_replica:,.0f} tok/s) at {h.utilization:.0%} utilization; "
                   f"floor ${h.cost_per_query_at_capacity:.5f}/query")
+    for o in sorted(rep.other_apis, key=lambda o: o.cost_per_query):
+        table.add_row(f"API {o.api}", f"${o.cost_per_query:.5f}", f"${o.cost_per_month:,.2f}", o.provider)
     console.print(table)
     if be.queries_per_month is not None:
         console.print(f"break-even: {be.queries_per_month:,.0f} queries/month "

@@ -122,6 +122,8 @@ class CostRequest(ModelRef):
     price_per_hour: float | None = Field(None, ge=0)
     fine_tuning: bool = False
     data_on_premises: bool = False
+    measured_tokens_per_s: float | None = Field(None, gt=0, description="a replica's measured decode tokens/s")
+    compare_apis: bool = Field(False, description="add the cost of every API in the price table")
 
 
 @router.get("/models")
@@ -199,7 +201,9 @@ async def plan_cost(req: CostRequest, request: Request) -> dict[str, Any]:
     return cost_report(req.resolve(cat), cat.gpu(req.gpu), price, req.precision, input_tokens=req.input_tokens,
                        output_tokens=req.output_tokens, queries_per_month=req.queries_per_month,
                        utilization=req.utilization, batch=req.batch, price_per_hour=req.price_per_hour,
-                       fine_tuning=req.fine_tuning, data_on_premises=req.data_on_premises).to_dict()
+                       fine_tuning=req.fine_tuning, data_on_premises=req.data_on_premises,
+                       measured_tokens_per_s=req.measured_tokens_per_s,
+                       compare_prices=list(cat.prices.values()) if req.compare_apis else None).to_dict()
 
 
 def health(services: Any) -> dict[str, Any]:

@@ -1,0 +1,129 @@
+"""RAG surfaces end to end: the CLI (ingest, ask, documents, eval) over a persisted home, SQuAD evaluation plumbing
+on the real data, and (slow) the bundled MiniLM + SmolLM2 answering with citations."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from aisd.app.commands import rag as rag_cmd
+from aisd.app.settings import Settings
+from aisd.app.wiring import Services
+from aisd.embed.fake import HashingEmbedder
+from aisd.llm.fake import FakeLLMClient
+from aisd.llm.schema import ChatCompletionRequest
+
+pytestmark = pytest.mark.integration
+
+
+def first_source_answer(request: ChatCompletionRequest) -> str:
+    prompt = request.messages[-1].text()
+    if "Sources:" not in prompt:
+        return "NO"
+    first = prompt.split("[1]", 1)[1].split("\n", 2)[1]
+    return first.split(". ")[0].rstrip(".") + " [1]."
+
+
+@pytest.fixture()
+def fake_services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each CLI command builds its own Services (as separate processes would) over the same AISD_HOME."""
+    home = tmp_path / "home"
+
+    def make() -> Services:
+        s = Services(Settings(home=home))
+        s.embedder = HashingEmbedder(dim=128)
+        s.llm_client = FakeLLMClient(first_source_answer)
+        s.vector_store = None  # exact in-memory dense index, saved under the home
+        return s
+
+    monkeypatch.setattr(rag_cmd, "_services", make)
+    return home
+
+
+def test_cli_ingest_ask_documents(fake_services: Path, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "alpha.md").write_text("# Alpha\nThe alpha protocol listens on port 7000. It was designed in 1999.",
+                                   encoding="utf-8")
+    (docs / "beta.txt").write_text("Beta servers run in Lisbon and restart nightly.", encoding="utf-8")
+    runner = CliRunner()
+    r = runner.invoke(rag_cmd.app, ["ingest", str(docs), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["added"] == 2
+    r = runner.invoke(rag_cmd.app, ["ingest", str(docs), "--json"])
+    assert json.loads(r.output)["skipped"] == 2  # a second process sees the first one's state
+
+    r = runner.invoke(rag_cmd.app, ["ask", "Which port does the alpha protocol listen on?"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0] == "# Alpha The alpha protocol listens on port 7000 [1]."  # the fake copies the source
+    assert "Sources:" in r.output and "*[1] Alpha" in r.output  # cited source marked, numbered
+
+    r = runner.invoke(rag_cmd.app, ["ask", "Where do beta servers run?", "--json", "-k", "1"])
+    body = json.loads(r.output)
+    assert body["citations"][0]["doc_id"].endswith("beta.txt") and len(body["sources"]) == 1
+
+    r = runner.invoke(rag_cmd.app, ["ask", "Where do beta servers run?", "--stream"])
+    assert r.exit_code == 0 and "checked answer" in r.output
+
+    r = runner.invoke(rag_cmd.app, ["documents", "--json"])
+    assert sorted(d["title"] for d in json.loads(r.output)) == ["Alpha", "Beta servers run in Lisbon and restart "
+                                                                          "nightly."]
+    r = runner.invoke(rag_cmd.app, ["ask", "x", "--filter", "{bad json"])
+    assert r.exit_code != 0
+
+
+def test_cli_eval_on_squad(fake_services: Path, shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval.json"
+    r = CliRunner().invoke(rag_cmd.app, ["eval", "--data", str(shared_data / "squad2-dev"), "--limit", "4",
+                                         "--runs", "2", "--articles", "1", "--retriever", "bm25", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    result = json.loads(out.read_text())
+    metrics = result["metrics"]
+    assert result["corpus_documents"] == 39  # the "Normans" article's paragraphs
+    assert len(metrics["squad_f1"]["runs"]) == 2 and metrics["not_in_sources_accuracy"]["n"] == 4
+    # the fake LLM copies the first source's first sentence: never a refusal, always "faithful"
+    assert metrics["not_in_sources_accuracy"]["mean"] == 0.0 and metrics["faithfulness"]["mean"] == 1.0
+    assert 0.0 <= metrics["retrieval_hit@k"]["mean"] <= 1.0
+    assert "squad_f1" in r.output
+
+
+def test_squad_eval_refusals_are_scored(shared_data: Path) -> None:
+    from aisd.app.rag_eval import SquadEvalConfig, run_squad_eval
+    from aisd.rag.pipeline import RAGPipeline
+
+    def factory() -> Any:
+        return RAGPipeline.in_memory(embedder=HashingEmbedder(dim=128), retriever="bm25",
+                                     llm=FakeLLMClient(lambda r: "The sources do not say."))
+
+    res = run_squad_eval(shared_data / "squad2-dev", factory,
+                         config=SquadEvalConfig(limit=6, runs=2, articles=1), embedder=HashingEmbedder(dim=128))
+    m = res.metrics
+    assert m["not_in_sources_accuracy"].mean == 1.0 and m["false_refusal_rate"].mean == 1.0
+    assert m["squad_f1"].mean == 0.0 and "faithfulness" not in m  # refused answers are not scored for it
+
+
+@pytest.mark.slow
+def test_bundled_models_answer_with_citations(tmp_path: Path) -> None:
+    """The real thing: MiniLM embeddings, SmolLM2-135M in the in-process engine, pydoc topics."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from aisd.rag.loaders import load_pydoc_topics
+    from aisd.rag.pipeline import RAGPipeline
+
+    services = Services(Settings(home=tmp_path))
+    try:
+        p = RAGPipeline.from_settings({"retriever": "hybrid-rrf", "chunk_size": 192, "max_tokens": 64, "top_k": 3},
+                                      home=tmp_path / "rag", embedder=services.embedder, vector_store=None,
+                                      llm=services.llm_client)
+        p.ingest(load_pydoc_topics(["assert", "break", "continue", "with", "yield"]))
+        ans = p.ask("What does the assert statement do?")
+        assert ans.sources[0].doc_id == "pydoc:assert"
+        assert ans.text and ans.usage.llm_calls == 1 and ans.usage.completion_tokens > 0
+        assert all(c.valid for c in ans.citations) and not ans.invalid_citations
+    finally:
+        services.close()
