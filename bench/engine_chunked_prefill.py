@@ -89,7 +89,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if args.quick:
-        args.runs, args.streams, args.window = 1, 4, 12
+        args.runs, args.streams, args.window = 1, 4, 8
     max_len = args.long_len + 256
     common = dict(max_model_len=max_len, kv_cache_memory_gb=0.5, num_threads=args.threads, enable_prefix_caching=False)
     t0 = time.perf_counter()

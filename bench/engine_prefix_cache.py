@@ -9,7 +9,7 @@
    the only extra work). Runs alternate between the two engines; medians over the runs.
 
     python bench/engine_prefix_cache.py           # 5 TTFT trials, 3 throughput runs of 16 x (256 in, 32 out)
-    python bench/engine_prefix_cache.py --quick   # 2 trials, 1 run of 8 requests
+    python bench/engine_prefix_cache.py --quick   # 1 trial, 1 run of 4 x (128 in, 16 out)
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if args.quick:
-        args.trials, args.runs, args.batch = 2, 1, 8
+        args.trials, args.runs, args.batch, args.prompt_len, args.output_len = 1, 1, 4, 128, 16
     rng = random.Random(args.seed)
     common = dict(max_model_len=2048, kv_cache_memory_gb=0.5, num_threads=args.threads, max_num_seqs=32)
     t0 = time.perf_counter()

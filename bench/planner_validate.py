@@ -120,10 +120,15 @@ def main() -> int:
 
     rows = []
     for b in batches:
+        # re-measure the baselines right before each row: on a shared machine the load changes minute to minute
+        bw_b, tf_b = measure_bandwidth_gbs(repeats), measure_tflops(torch, repeats)
+        host_b = GPUSpec(id="this-host", name=host.name, memory_mib=host.memory_mib, bandwidth_gbs=bw_b,
+                         fp16_tflops=tf_b, gpus_per_node=1)
         measured, ctx = decode_step_ms(torch, model, b, prompt, steps)
-        est = decode_estimate(cfg, host, "fp32", batch=b, context=ctx, kv_dtype="fp32",
+        est = decode_estimate(cfg, host_b, "fp32", batch=b, context=ctx, kv_dtype="fp32",
                               bandwidth_efficiency=1.0, mfu=1.0)
-        rows.append({"batch": b, "context": ctx, "measured_ms": measured, "predicted_ms": est.step_time_s * 1e3,
+        rows.append({"batch": b, "context": ctx, "memory_read_gbs": bw_b, "gemm_tflops": tf_b,
+                     "measured_ms": measured, "predicted_ms": est.step_time_s * 1e3,
                      "ratio_measured_over_predicted": measured / (est.step_time_s * 1e3), "bound": est.bound,
                      "measured_tok_s": b * 1e3 / measured, "predicted_tok_s": est.tokens_per_s_total})
 
@@ -150,14 +155,16 @@ def main() -> int:
 
     print(f"machine: {os.cpu_count()} cores ({args.threads} threads used), shared and loaded by other jobs; "
           f"python {sys.version.split()[0]}, torch {torch.__version__}")
-    print(f"baselines: memory read {bw:.1f} GB/s, fp32 GEMM {tflops * 1e3:.1f} GFLOP/s (median of {repeats})")
+    print(f"baselines at start: memory read {bw:.1f} GB/s, fp32 GEMM {tflops * 1e3:.1f} GFLOP/s (median of {repeats}); "
+          f"re-measured before every row (columns GB/s, GFLOP/s)")
     print(f"model: {cfg.id} from GGUF header, {cfg.params:,} params, fp32 weights {weight_bytes(cfg, 'fp32') / 1e6:.0f}"
           f" MB, loaded in {load_s:.1f} s")
     print()
-    print(f"{'batch':>5} {'ctx':>5} {'measured ms':>12} {'predicted ms':>13} {'meas/pred':>10} {'bound':>7} "
-          f"{'meas tok/s':>11} {'pred tok/s':>11}")
+    print(f"{'batch':>5} {'ctx':>5} {'GB/s':>6} {'GFLOP/s':>8} {'measured ms':>12} {'predicted ms':>13} "
+          f"{'meas/pred':>10} {'bound':>7} {'meas tok/s':>11} {'pred tok/s':>11}")
     for r in rows:
-        print(f"{r['batch']:>5} {r['context']:>5} {r['measured_ms']:>12.2f} {r['predicted_ms']:>13.2f} "
+        print(f"{r['batch']:>5} {r['context']:>5} {r['memory_read_gbs']:>6.1f} {r['gemm_tflops'] * 1e3:>8.1f} "
+              f"{r['measured_ms']:>12.2f} {r['predicted_ms']:>13.2f} "
               f"{r['ratio_measured_over_predicted']:>10.2f} {r['bound']:>7} {r['measured_tok_s']:>11.1f} "
               f"{r['predicted_tok_s']:>11.1f}")
     for r in engine_rows:

@@ -83,7 +83,7 @@ def main() -> None:
         sys.exit(f"unknown configs {unknown}; choose from {list(CONFIGS)}")
     cfg = SquadEvalConfig(limit=args.limit, runs=args.runs, articles=args.articles, judge=args.judge)
     base = {**services.settings.rag.model_dump(), "top_k": args.k, "max_tokens": args.max_tokens,
-            "chunk_size": 256, "chunk_overlap": 0}
+            "chunk_size": 256, "chunk_overlap": 0, "one_shot": True, "source_order": "best-last"}
     results: dict[str, Any] = {}
     t_start = time.perf_counter()
     load0 = os.getloadavg()[0]

@@ -35,7 +35,7 @@ def fake_services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
 
     def make() -> Services:
-        s = Services(Settings(home=home))
+        s = Services(Settings(home=home, rag={"min_similarity": None}))  # hashing vectors: low cosines
         s.embedder = HashingEmbedder(dim=128)
         s.llm_client = FakeLLMClient(first_source_answer)
         s.vector_store = None  # exact in-memory dense index, saved under the home

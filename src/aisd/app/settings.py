@@ -71,10 +71,12 @@ class RagSettings(BaseModel):
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     frequency_penalty: float = Field(default=0.3, ge=-2.0, le=2.0)  # discourages a small model's loops
     min_score: float | None = None  # relevance gate on the retriever's score (its own scale)
-    min_similarity: float | None = 0.1  # relevance gate: cos(question, best chunk) with the embedder
+    min_similarity: float | None = 0.25  # relevance gate: cos(question, best chunk) with the embedder
     context_window: int | None = None  # override the LLM's reported window
     max_sources: int = Field(default=10, ge=1)
     attribute_uncited: bool = True  # add [n] to uncited answer sentences that a source clearly supports
+    source_order: str = "best-last"  # best-first | best-last (top source next to the question: helps tiny models)
+    one_shot: bool = True  # a worked example (sources -> cited answer) before the question: helps tiny models
     sentence_window: int = Field(default=2, ge=0)  # sentence-window chunker: sentences either side
     semantic_percentile: float = Field(default=10.0, ge=0.0, le=100.0)  # semantic chunker breakpoint
     agent_max_iterations: int = Field(default=3, ge=1)

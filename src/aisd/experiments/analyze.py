@@ -17,8 +17,7 @@ from typing import Any
 
 from aisd.core.errors import InvalidRequestError
 from aisd.experiments import bayes, sequential, stats
-from aisd.experiments.metrics import (DailyStats, UnitStats, daily_stats, exposures_by_day, quantile_stats,
-                                      unit_stats)
+from aisd.experiments.metrics import DailyStats, UnitStats, daily_stats, exposures_by_day, quantile_stats, unit_stats
 from aisd.experiments.model import Experiment, MetricSpec
 
 

@@ -47,11 +47,15 @@ def bucket(salt: str, key: str, unit_id: str) -> int:
 
 def variant_ranges(experiment: Experiment) -> list[tuple[str, int, int]]:
     """(variant, start, end) bucket ranges; each covers ``traffic`` of its weight share (module docstring, step 4)."""
+    cached = experiment.__dict__.get("_variant_ranges")  # frozen definition: compute once per object
+    if cached is not None:
+        return cached
     out, start = [], 0.0
     for v, w in zip(experiment.variants, experiment.weights, strict=True):
         lo = round(start * BUCKETS)
         out.append((v.name, lo, lo + round(experiment.traffic * w * BUCKETS)))
         start += w
+    object.__setattr__(experiment, "_variant_ranges", out)
     return out
 
 

@@ -53,48 +53,51 @@ def simulate(store: object, name: str, users: int = 10_000, days: int = 14, effe
         ids = [f"u{seed}-{i}" for i in range(lo, min(lo + batch_units, users))]
         arm = assign_many(exp, ids)
         keep = arm >= 0
-        ids_arr = np.asarray(ids, dtype=object)[keep]
-        arm = arm[keep]
-        n = len(ids_arr)
+        ids_arr, arm = np.asarray(ids, dtype=object)[keep], arm[keep]
+        exposed = t0 + rng.integers(0, span_us, len(ids_arr)).astype("timedelta64[us]")
         variants = np.asarray([v.name for v in exp.variants], dtype=object)[arm]
-        lift = np.where(arm > 0, 1.0 + effect, 1.0)
-        exposed = t0 + rng.integers(0, span_us, n).astype("timedelta64[us]")
         store.log_exposures(name, pd.DataFrame({"unit_id": ids_arr, "variant": variants,  # type: ignore[attr-defined]
                                                 "ts": exposed}))
-        n_exposed += n
-        activity = rng.gamma(2.0, 1.0, n)  # a unit's propensity, shared by pre and post periods (CUPED signal)
-        frames = []
-
-        def emit(mask_counts: np.ndarray, name_: str, when_lo: np.ndarray, when_span_us: int,
-                 **cols: np.ndarray) -> None:
-            idx = np.repeat(np.arange(n), mask_counts)
-            if len(idx) == 0:
-                return
-            ts = when_lo[idx] + rng.integers(0, when_span_us, len(idx)).astype("timedelta64[us]")
-            frame = {"ts": ts, "unit_id": ids_arr[idx], "name": name_}
-            for k, v in cols.items():
-                frame[k] = v(idx) if callable(v) else v
-            frames.append(pd.DataFrame(frame))
-
-        pre_start = exposed - np.timedelta64(int(exp.pre_period_days * 86400e6) or 86400000000, "us")
-        pre_span = max(int(exp.pre_period_days * 86400e6), 1)
-        p_buy = np.clip(baseline * activity / 2.0 * lift, 0, 1)
-        emit(rng.poisson(activity * 1.5), "purchase", pre_start, pre_span,
-             value=lambda i: rng.gamma(2.0, 10.0, len(i)))
-        emit((rng.random(n) < p_buy).astype(int), "purchase", exposed, 86400000000,
-             value=lambda i: rng.gamma(2.0, 10.0, len(i)))
-        sessions = rng.poisson(1 + activity)
-        emit(sessions, "session", exposed, 86400000000)
-        emit(rng.poisson(sessions * 2.0 * lift), "click", exposed, 86400000000)
-        reqs = rng.poisson(2, n)
-        emit(reqs, "request", exposed, 3600000000,
-             latency_ms=lambda i: rng.lognormal(np.log(200.0), 0.5, len(i)) * np.where(arm[i] > 0,
-                                                                                      1 + latency_effect, 1.0),
-             cost_usd=lambda i: rng.uniform(1e-4, 1e-3, len(i)),
-             error=lambda i: np.where(rng.random(len(i)) < 0.01, "timeout", None),
-             model=lambda i: variants[i], experiment=name, variant=lambda i: variants[i])
-        if frames:
-            batch = pd.concat(frames, ignore_index=True)
+        n_exposed += len(ids_arr)
+        batch = _events(rng, exp, ids_arr, arm, variants, exposed, effect, baseline, latency_effect)
+        if len(batch):
             store.log_events(batch)  # type: ignore[attr-defined]
             n_events += len(batch)
     return SimulationResult(users, n_exposed, n_events)
+
+
+def _events(rng: np.random.Generator, exp: Experiment, ids: np.ndarray, arm: np.ndarray, variants: np.ndarray,
+            exposed: np.ndarray, effect: float, baseline: float, latency_effect: float) -> pd.DataFrame:
+    """One batch of units' events: pre-period purchases, post-period purchase, sessions, clicks, LLM requests."""
+    n = len(ids)
+    day_us = 86_400_000_000
+    lift = np.where(arm > 0, 1.0 + effect, 1.0)
+    activity = rng.gamma(2.0, 1.0, n)  # a unit's propensity, shared by pre and post periods (CUPED's signal)
+    frames: list[pd.DataFrame] = []
+
+    def emit(counts: np.ndarray, event: str, start: np.ndarray, span_us: int, **cols: object) -> None:
+        idx = np.repeat(np.arange(n), counts)
+        if len(idx) == 0:
+            return
+        frame: dict[str, object] = {"ts": start[idx] + rng.integers(0, span_us, len(idx)).astype("timedelta64[us]"),
+                                    "unit_id": ids[idx], "name": event}
+        for key, col in cols.items():
+            frame[key] = col(idx) if callable(col) else col
+        frames.append(pd.DataFrame(frame))
+
+    pre_us = max(int(exp.pre_period_days * day_us), 1)
+    emit(rng.poisson(activity * 1.5), "purchase", exposed - np.timedelta64(pre_us, "us"), pre_us,
+         value=lambda i: rng.gamma(2.0, 10.0, len(i)))
+    p_buy = np.clip(baseline * activity / 2.0 * lift, 0, 1)
+    emit((rng.random(n) < p_buy).astype(int), "purchase", exposed, day_us,
+         value=lambda i: rng.gamma(2.0, 10.0, len(i)))
+    sessions = rng.poisson(1 + activity)
+    emit(sessions, "session", exposed, day_us)
+    emit(rng.poisson(sessions * 2.0 * lift), "click", exposed, day_us)
+    slow = np.where(arm > 0, 1 + latency_effect, 1.0)
+    emit(rng.poisson(2, n), "request", exposed, 3_600_000_000,
+         latency_ms=lambda i: rng.lognormal(np.log(200.0), 0.5, len(i)) * slow[i],
+         cost_usd=lambda i: rng.uniform(1e-4, 1e-3, len(i)),
+         error=lambda i: np.where(rng.random(len(i)) < 0.01, "timeout", None),
+         model=lambda i: variants[i], experiment=exp.name, variant=lambda i: variants[i])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy import optimize
@@ -85,6 +86,20 @@ class DurationPlan:
     daily_traffic: float
 
 
+# ---------------------------------------------------------------------------- distribution helpers (fast paths)
+def _sf(x: float, dof: float) -> float:
+    """Upper tail of N(0,1) (erfc, exact to double precision) or Student t with ``dof`` degrees of freedom."""
+    if math.isinf(dof):
+        return 0.5 * math.erfc(x / math.sqrt(2.0))
+    return float(sps.t.sf(x, dof))
+
+
+@lru_cache(maxsize=4096)
+def _ppf(q: float, dof: float) -> float:
+    """Quantile of N(0,1) or Student t, cached: analyses ask for the same few alphas again and again."""
+    return float(sps.norm.ppf(q)) if math.isinf(dof) else float(sps.t.ppf(q, dof))
+
+
 # --------------------------------------------------------------------------------------------- moments and t tests
 def moments(n: float, total: float, sumsq: float) -> Moments:
     """Mean and unbiased variance from (n, sum, sum of squares): var = (sumsq - sum^2/n) / (n - 1)."""
@@ -128,9 +143,8 @@ def _t_result(effect: float, se: float, dof: float, a: Moments, b: Moments, rela
         return TestResult(effect, effect, effect, 1.0 if effect == 0 else 0.0, stat, 0.0, a.mean, b.mean, a.n, b.n,
                           relative, alpha, dof)
     stat = effect / se
-    dist = sps.norm if math.isinf(dof) else sps.t(dof)
-    p = float(2.0 * dist.sf(abs(stat)))
-    half = float(dist.ppf(1.0 - alpha / 2.0)) * se
+    p = 2.0 * _sf(abs(stat), dof)
+    half = _ppf(1.0 - alpha / 2.0, dof) * se
     return TestResult(float(effect), float(effect - half), float(effect + half), p, float(stat), float(se), a.mean,
                       b.mean, a.n, b.n, relative, alpha, float(dof))
 
@@ -176,8 +190,8 @@ def proportion_test(successes_a: float, n_a: float, successes_b: float, n_b: flo
     se_pooled = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
     se_wald = math.sqrt(va + vb)
     z = effect / se_pooled if se_pooled > 0 else 0.0
-    p = float(2.0 * sps.norm.sf(abs(z))) if se_pooled > 0 else 1.0
-    half = float(sps.norm.ppf(1.0 - alpha / 2.0)) * se_wald
+    p = 2.0 * _sf(abs(z), math.inf) if se_pooled > 0 else 1.0
+    half = _ppf(1.0 - alpha / 2.0, math.inf) * se_wald
     return TestResult(float(effect), effect - half, effect + half, p, float(z), se_wald, pa, pb, float(n_a),
                       float(n_b), False, alpha)
 
@@ -305,8 +319,7 @@ def noninferiority(effect: float, se: float, margin: float, higher_is_better: bo
     _check_alpha(alpha)
     if margin < 0:
         raise InvalidRequestError(f"margin must be >= 0, got {margin}", param="margin")
-    dist = sps.norm if math.isinf(dof) else sps.t(dof)
-    crit = float(dist.ppf(1 - alpha))
+    crit = _ppf(1 - alpha, dof)
     if higher_is_better:
         bound = effect - crit * se
         stat = (effect + margin) / se if se > 0 else math.inf
@@ -315,7 +328,7 @@ def noninferiority(effect: float, se: float, margin: float, higher_is_better: bo
         bound = effect + crit * se
         stat = (margin - effect) / se if se > 0 else math.inf
         passed = bound < margin
-    return NonInferiorityResult(margin, float(bound), float(dist.sf(stat)), bool(passed))
+    return NonInferiorityResult(margin, float(bound), _sf(stat, dof), bool(passed))
 
 
 # ------------------------------------------------------------------------------------------------ quantile metrics

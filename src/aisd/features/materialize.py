@@ -65,7 +65,7 @@ def chunk_bounds(offline: OfflineStore, view: FeatureView, start: float, end: fl
     con = offline.connect()
     try:
         where = f"__ts >= {ts_lit(start)} AND __ts < {ts_lit(end)}"
-        row = con.execute(f"SELECT quantile_disc(epoch_us(__ts), [{qs}]) "
+        row = con.execute(f"SELECT quantile_disc(__ts, [{qs}]) "
                           f"FROM {offline.view_sql(view, [], where)}").fetchone()
     finally:
         con.close()

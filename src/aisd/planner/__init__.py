@@ -58,12 +58,13 @@ from aisd.planner.memory import (
 )
 from aisd.planner.parallel import ParallelPlan, ParallelReport, plan_parallelism
 from aisd.planner.perf import DecodeEstimate, PrefillEstimate, decode_estimate, prefill_estimate
+from aisd.planner.reports import GpuComparison, KVPlan, MemoryPlan, compare_gpus, kv_plan, memory_plan
 
 __all__ = [
     "KV_DTYPES", "PRECISIONS", "ApiCost", "ApiPrice", "BreakEven", "Catalog", "CostReport", "DecodeEstimate",
-    "GPUSpec", "KVCapacity", "KVReport", "LatencyBudget", "MeasuredEngine", "MemoryEstimate", "ModelConfig",
+    "GPUSpec", "GpuComparison", "KVCapacity", "KVPlan", "MemoryPlan", "KVReport", "LatencyBudget", "MeasuredEngine", "MemoryEstimate", "ModelConfig",
     "ParallelPlan", "ParallelReport", "ParamCount", "PrefillEstimate", "Recommendation", "SelfHostCost",
-    "activation_bytes", "api_cost", "api_price", "break_even", "build_vs_buy", "bytes_per_param",
+    "activation_bytes", "api_cost", "compare_gpus", "kv_plan", "memory_plan", "api_price", "break_even", "build_vs_buy", "bytes_per_param",
     "config_from_dict", "config_from_gguf", "config_from_json", "cost_report", "count_parameters",
     "decode_estimate", "default_catalog", "estimate_memory", "gpu", "kv_bytes_per_request", "kv_bytes_per_token",
     "kv_bytes_per_token_hidden", "kv_cache_capacity", "kv_report", "latency_budget", "list_gpus", "list_models",

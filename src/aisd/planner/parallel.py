@@ -132,9 +132,9 @@ def plan_parallelism(model: ModelConfig | str, gpu: GPUSpec, precision: str = "f
         if _fits(cap, m, context, concurrency):
             plans.append(make("single" if tp == 1 else "tp", tp, 1, 1, cap))
             break
-    # smallest pipeline (TP 1)
+    # smallest pipeline (TP 1), unless one GPU already holds everything
     for pp in range(2, max_pp + 1):
-        if pp > max_gpus:
+        if pp > max_gpus or any(p.kind == "single" for p in plans):
             break
         cap = capacity(1, pp)
         if _fits(cap, m, context, concurrency):

@@ -52,6 +52,7 @@ _REFUSAL = re.compile(
     r"unanswerable|cannot be answered|can't be answered",
     re.IGNORECASE)
 _CITATION = re.compile(r"\[(\s*\d+(?:\s*[-,\u2013]\s*\d+)*\s*)\]")
+_RULE = re.compile(r"([*=~^#_-])\1{3,}")
 _CONTENT_WORD = re.compile(r"[A-Za-z0-9]{3,}")
 _STOP = frozenset("the and for are was were with that this from have has had not but its into than then they them "
                   "their there which what when where who whom how why can could would should will also been being "
@@ -275,7 +276,8 @@ def format_source(source: Source) -> str:
         head += f" {source.title}"
     if source.page is not None:
         head += f" (page {source.page})"
-    return f"{head}\n{' '.join(source.text.split())}"
+    text = _RULE.sub(" ", source.text)  # reST/Markdown underlines ("*****", "-----") are noise to the model
+    return f"{head}\n{' '.join(text.split())}"
 
 
 def build_user_prompt(question: str, sources: Sequence[Source], order: str = "best-first") -> str:

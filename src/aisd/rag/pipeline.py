@@ -27,7 +27,7 @@ from aisd.rag.agent import AgentConfig, AgenticRAG
 from aisd.rag.chunking import CHUNKERS, build_chunker
 from aisd.rag.documents import Document, RetrievedChunk
 from aisd.rag.generate import Answer, AnswerEvent, CitedGenerator, GenerationConfig, TraceStep
-from aisd.rag.ingest import DocumentRecord, IngestReport, Ingestor, IngestState
+from aisd.rag.ingest import DocumentRecord, Ingestor, IngestReport, IngestState
 from aisd.rag.loaders import load_path
 from aisd.rag.query import TRANSFORM_NAMES, QueryTransform, build_query_transform, search_with_transform
 from aisd.rag.retrieval import KINDS, Retriever, build_retriever
@@ -54,10 +54,12 @@ class RagConfig:
     temperature: float = 0.0
     frequency_penalty: float = 0.3
     min_score: float | None = None
-    min_similarity: float | None = 0.1
+    min_similarity: float | None = 0.25
     context_window: int | None = None
     max_sources: int = 10
     attribute_uncited: bool = True
+    source_order: str = "best-last"
+    one_shot: bool = True
     agent_max_iterations: int = 3
     agent_route: bool = True
 
@@ -87,13 +89,15 @@ class RagConfig:
         return GenerationConfig(max_tokens=self.max_tokens, temperature=self.temperature,
                                 frequency_penalty=self.frequency_penalty, min_score=self.min_score,
                                 min_similarity=self.min_similarity, context_window=self.context_window,
-                                max_sources=self.max_sources, attribute_uncited=self.attribute_uncited)
+                                max_sources=self.max_sources, attribute_uncited=self.attribute_uncited,
+                                source_order=self.source_order, one_shot=self.one_shot)
 
 
 # Query-time fields ask() accepts as overrides (the rest need a rebuilt pipeline: chunker, retriever ...).
 QUERY_OVERRIDES = {"top_k", "query_transform", "mode", "max_tokens", "temperature", "frequency_penalty", "min_score",
                    "min_similarity",
-                   "context_window", "max_sources", "attribute_uncited", "agent_max_iterations", "agent_route"}
+                   "context_window", "max_sources", "attribute_uncited", "source_order", "one_shot",
+                   "agent_max_iterations", "agent_route"}
 
 
 def build_reranker_by_name(name: str | None, *, llm: LLMClient | None, embedder: Embedder | None) -> Any:

@@ -127,6 +127,19 @@ def matches_filter(flt: dict[str, Any] | None, payload: dict[str, Any]) -> bool:
     return True
 
 
+def filter_predicate(flt: dict[str, Any] | None) -> Callable[[dict[str, Any]], bool]:
+    """A payload predicate with aisd.vector's exact semantics (its parser validates the filter and names a bad
+    field); ``matches_filter`` above is the fallback when aisd.vector is not importable."""
+    if not flt:
+        return lambda payload: True
+    try:
+        from aisd.vector.filters import parse_filter
+    except ImportError:  # pragma: no cover - aisd.vector ships with aisd
+        return lambda payload: matches_filter(flt, payload)
+    parsed = parse_filter(flt)
+    return (lambda payload: True) if parsed is None else parsed.matches
+
+
 # ---- chunk storage --------------------------------------------------------------------------------------------
 def chunk_to_dict(c: Chunk) -> dict[str, Any]:
     return {"id": c.id, "doc_id": c.doc_id, "text": c.text, "start": c.start, "end": c.end,
@@ -184,8 +197,9 @@ class ChunkStore:
         return len(self._chunks)
 
     def ids_matching(self, flt: dict | None) -> set[str]:
+        pred = filter_predicate(flt)
         with self._lock:
-            return {i for i, c in self._chunks.items() if matches_filter(flt, c.metadata)}
+            return {i for i, c in self._chunks.items() if pred(c.metadata)}
 
     def save(self) -> None:
         if self.path is None:

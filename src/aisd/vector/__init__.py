@@ -11,8 +11,17 @@ See docs/vector.md.
 """
 
 from aisd.vector.advisor import Advice, advise, estimate_index_bytes
-from aisd.vector.base import (METRICS, CollectionConfig, CollectionInfo, CompactionReport, DeleteResult, Hit, Point,
-                              ScrollPage, UpsertResult)
+from aisd.vector.base import (
+                              METRICS,
+                              CollectionConfig,
+                              CollectionInfo,
+                              CompactionReport,
+                              DeleteResult,
+                              Hit,
+                              Point,
+                              ScrollPage,
+                              UpsertResult,
+)
 from aisd.vector.collection import Collection
 from aisd.vector.filters import Filter, parse_filter
 from aisd.vector.indexes import IndexSpec

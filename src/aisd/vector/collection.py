@@ -21,8 +21,22 @@ import numpy as np
 
 from aisd.core.errors import ConflictError, InvalidRequestError
 from aisd.vector.advisor import advise
-from aisd.vector.base import (CollectionConfig, CollectionInfo, CompactionReport, DeleteResult, Hit, Payload, Point,
-                              PointId, ScrollPage, UpsertResult, as_matrix, check_ids, check_k, check_payloads)
+from aisd.vector.base import (
+    CollectionConfig,
+    CollectionInfo,
+    CompactionReport,
+    DeleteResult,
+    Hit,
+    Payload,
+    Point,
+    PointId,
+    ScrollPage,
+    UpsertResult,
+    as_matrix,
+    check_ids,
+    check_k,
+    check_payloads,
+)
 from aisd.vector.filters import Filter, FilterContext, parse_filter
 from aisd.vector.indexes import IndexSpec, VectorIndex, bitmap_selector
 from aisd.vector.locks import RWLock
@@ -30,8 +44,15 @@ from aisd.vector.payload_index import PayloadIndex, make_payload_index
 from aisd.vector.planner import PlannerConfig, QueryPlan, choose_plan
 from aisd.vector.snapshot import read_snapshot, write_snapshot
 from aisd.vector.storage import PointStorage
-from aisd.vector.wal import (OP_CREATE_PAYLOAD_INDEX, OP_DELETE, OP_DROP_PAYLOAD_INDEX, OP_UPSERT, WalRecord,
-                             WriteAheadLog, read_wal)
+from aisd.vector.wal import (
+    OP_CREATE_PAYLOAD_INDEX,
+    OP_DELETE,
+    OP_DROP_PAYLOAD_INDEX,
+    OP_UPSERT,
+    WalRecord,
+    WriteAheadLog,
+    read_wal,
+)
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,11 @@ from aisd.app.wiring import Services
 from aisd.embed import CachedEmbedder, HashingEmbedder
 
 
-@pytest.fixture()
-def client(tmp_path):
-    settings = Settings(home=tmp_path)
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("route")
+    # the engine is another system: don't load an LLM at startup for embedding tests
+    settings = Settings(home=tmp_path, engine={"load_on_startup": False})
     services = Services(settings)
     services.embedder = CachedEmbedder(HashingEmbedder(dim=24), tmp_path / "e.sqlite")
     with TestClient(create_app(settings, services)) as c:
@@ -54,6 +56,8 @@ def test_errors(client, payload, status, param) -> None:
 
 
 def test_health_reports_cache(client) -> None:
-    client.post("/v1/embeddings", json={"input": ["a", "a"]})
+    before = client.get("/health").json()["embeddings"]["cache"]
+    client.post("/v1/embeddings", json={"input": ["fresh words", "fresh words"]})
     h = client.get("/health").json()["embeddings"]
-    assert h["loaded"] and h["cache"]["hits"] == 1 and h["cache"]["misses"] == 1
+    assert h["loaded"]
+    assert h["cache"]["hits"] - before["hits"] == 1 and h["cache"]["misses"] - before["misses"] == 1

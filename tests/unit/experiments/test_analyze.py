@@ -18,7 +18,7 @@ from aisd.experiments.store import ExperimentStore
 T0 = datetime(2026, 3, 2)
 
 
-def _fixture(store: ExperimentStore, n: int = 400, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+def _fixture(store: ExperimentStore, n: int = 300, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
     """Hand-made data: per unit a pre-period and post-period revenue, sessions and clicks; returns the raw arrays."""
     rng = np.random.default_rng(seed)
     store.create(Experiment("e", primary_metrics=[MetricSpec("revenue", "mean", "purchase", "value")],

@@ -36,11 +36,11 @@ def test_cli_end_to_end(run, tmp_path: Path) -> None:  # type: ignore[no-untyped
     events = tmp_path / "events.jsonl"
     events.write_text('{"unit_id": "user-1", "name": "purchase"}\n{"unit_id": "user-1"}\n')
     exposures = tmp_path / "exp.csv"
-    exposures.write_text("unit_id,variant\nuser-1,%s\nuser-2,purple\n" % out["variant"])
+    exposures.write_text(f"unit_id,variant\nuser-1,{out['variant']}\nuser-2,purple\n")
     out = run("log", "btn", "--exposures", str(exposures), "--events", str(events))
     assert "exposures: accepted 1" in out and "row 1: variant must be one of" in out
     assert "events: accepted 1" in out and "row 1: name is required" in out
-    run("simulate", "btn", "--users", "3000", "--days", "3", "--effect", "0.3")
+    run("simulate", "btn", "--users", "1500", "--days", "3", "--effect", "0.3")
     html = tmp_path / "r.html"
     out = run("analyze", "btn", "--html", str(html))
     assert "conversion" in out and "SRM p" in out and html.read_text().count("base64,") == 2

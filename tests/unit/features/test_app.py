@@ -23,7 +23,7 @@ from .conftest import T0
 @pytest.fixture
 def client(store: FeatureStore, tmp_path: Path) -> TestClient:
     store.materialize(T0, T0 + timedelta(hours=4))
-    settings = Settings(home=tmp_path / "home")
+    settings = Settings(home=tmp_path / "home", engine={"load_on_startup": False})  # no LLM for feature routes
     services = Services(settings)
     services.feature_store = store  # the fixture's store has a manual clock
     with TestClient(create_app(settings, services)) as c:

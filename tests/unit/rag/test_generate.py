@@ -174,3 +174,23 @@ def test_length_cut_answer_is_tidied_and_penalty_is_sent() -> None:
     assert llm.requests[0].frequency_penalty == 0.4
     assert CitedGenerator(FakeLLMClient(), embedder=EMB)._sampling(GenerationConfig()) == {"max_tokens": 256,
                                                                                           "temperature": 0.0}
+
+
+def test_one_shot_and_best_last_prompt() -> None:
+    llm = FakeLLMClient(script=["x [1]"])
+    cfg = GenerationConfig(one_shot=True, source_order="best-last")
+    CitedGenerator(llm, cfg, embedder=EMB).generate("What does assert do?", CHUNKS)
+    msgs = llm.requests[0].messages
+    assert [m.role for m in msgs] == ["system", "user", "assistant", "user"]
+    assert "[1]" in msgs[2].text()  # the worked example's answer cites
+    prompt = msgs[-1].text()
+    assert prompt.index("[3] Title 3") < prompt.index("[2] Title 2") < prompt.index("[1] Title 1")  # best last
+    with pytest.raises(ValueError, match="source_order"):
+        GenerationConfig(source_order="random")
+
+
+def test_rule_lines_are_removed_from_sources() -> None:
+    llm = FakeLLMClient(script=["x"])
+    c = _rc(1, 'The "assert" statement\n**********************\n\nAssert statements ...')
+    CitedGenerator(llm, embedder=EMB).generate("q", [c])
+    assert "****" not in llm.requests[0].messages[-1].text()

@@ -13,7 +13,7 @@ from aisd.llm.fake import FakeLLMClient
 from aisd.llm.schema import ChatCompletionRequest
 from aisd.rag.documents import Document
 from aisd.rag.loaders import load_pydoc_topics
-from aisd.rag.pipeline import RAGPipeline, RagConfig
+from aisd.rag.pipeline import RagConfig, RAGPipeline
 
 EMB = HashingEmbedder(dim=256)
 
@@ -46,7 +46,8 @@ def test_ask_answers_from_the_right_document(retriever: str, topics: list[Docume
 
 def test_overrides_filter_and_errors(topics: list[Document]) -> None:
     llm = FakeLLMClient(cite_first)
-    p = RAGPipeline.in_memory(embedder=EMB, llm=llm, retriever="bm25", chunk_size=128, chunk_overlap=16)
+    p = RAGPipeline.in_memory(embedder=EMB, llm=llm, retriever="bm25", chunk_size=128, chunk_overlap=16,
+                              min_similarity=None)
     p.ingest(topics)
     assert len(p.retrieve("loop statement", k=2)) == 2
     hits = p.retrieve("loop statement", k=5, filter={"topic": "while"})

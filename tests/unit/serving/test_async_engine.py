@@ -217,3 +217,11 @@ def test_metrics_record_latencies_tokens_and_gauges() -> None:
         assert sample("aisd:kv_cache_usage_perc", "metrics-model") == 0.0
     finally:
         engine.close()
+
+
+def test_counter_increment_handles_engine_restarts() -> None:
+    from aisd.engine.metrics import counter_increment
+
+    assert counter_increment(10, 4) == 6
+    assert counter_increment(3, 10) == 3  # the engine's totals restarted from zero
+    assert counter_increment(5, 5) == 0

@@ -1,0 +1,77 @@
+"""The engine against transformers on the bundled SmolLM2-135M-Instruct GGUF: greedy tokens equal token for token for
+20 prompts of varied length, logprobs equal HF's log-softmax, and the same tokens alone and inside a batch of 32."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aisd.engine import LLM, SamplingParams
+
+MODEL = "smollm2-135m-instruct"
+NEW_TOKENS = 16
+
+TOPICS = ["the French Revolution", "photosynthesis", "binary search", "the water cycle", "black holes",
+          "the Python GIL", "vaccines", "compound interest", "plate tectonics", "TCP handshakes"]
+SENTENCE = ("A paged KV cache stores keys and values in fixed-size blocks so that memory is allocated on demand "
+            "and shared between requests. ")
+
+
+def make_prompts(tok) -> list[str]:
+    chats = [tok.apply_chat_template([{"role": "user", "content": f"Explain {t} in two sentences."}])
+             for t in TOPICS]
+    raw = [SENTENCE * k + f"In short, {t} is" for k, t in zip([0, 1, 2, 3, 5, 7, 9, 11, 13, 15], TOPICS, strict=True)]
+    return chats + raw
+
+
+@pytest.fixture(scope="module")
+def models():
+    from aisd import assets
+
+    try:
+        path = assets.resolve(MODEL)
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"bundled model not installed: {e}")
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(2)
+    hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+    llm = LLM(MODEL, num_gpu_blocks=1024, max_num_seqs=32)
+    return hf, llm
+
+
+def test_greedy_tokens_equal_transformers_for_20_prompts(models) -> None:
+    hf, llm = models
+    prompts = make_prompts(llm.tokenizer)
+    ids = [llm.tokenizer.encode(p) for p in prompts]
+    assert len(set(map(len, ids))) >= 15  # varied lengths (about 20 to 300 tokens)
+    outs = llm.generate(ids, SamplingParams(temperature=0, max_tokens=NEW_TOKENS, ignore_eos=True, logprobs=1))
+    mismatches = []
+    for i, (p, o) in enumerate(zip(ids, outs, strict=True)):
+        with torch.inference_mode():
+            t = torch.tensor([p])
+            ref = hf.generate(t, attention_mask=torch.ones_like(t), max_new_tokens=NEW_TOKENS, do_sample=False,
+                              min_new_tokens=NEW_TOKENS, pad_token_id=hf.config.eos_token_id)[0, len(p):].tolist()
+        if o.outputs[0].token_ids != ref:
+            mismatches.append((i, len(p), o.outputs[0].token_ids, ref))
+    assert not mismatches, f"greedy mismatches vs transformers: {mismatches}"
+    # logprobs of the first completion equal log_softmax of transformers' logits
+    p, toks = ids[0], outs[0].outputs[0].token_ids
+    with torch.inference_mode():
+        ref_lp = torch.log_softmax(hf(torch.tensor([p + toks])).logits[0, len(p) - 1:-1].float(), -1)
+    got = [entry[t].logprob for t, entry in zip(toks, outs[0].outputs[0].logprobs, strict=True)]
+    want = [float(ref_lp[j, t]) for j, t in enumerate(toks)]
+    assert got == pytest.approx(want, abs=2e-3)
+
+
+def test_same_greedy_tokens_alone_and_in_a_batch_of_32(models) -> None:
+    _, llm = models
+    tok = llm.tokenizer
+    prompts = make_prompts(tok) + [SENTENCE * (k % 6) + f"Question {k}: what is {k} plus {k}?" for k in range(12)]
+    assert len(prompts) == 32
+    sp = SamplingParams(temperature=0, max_tokens=NEW_TOKENS, ignore_eos=True)
+    batch = llm.generate(prompts, sp)
+    probe = [0, 7, 13, 19, 25, 31]
+    alone = [llm.generate([prompts[i]], sp)[0] for i in probe]
+    diffs = [i for i, a in zip(probe, alone, strict=True) if a.outputs[0].token_ids != batch[i].outputs[0].token_ids]
+    assert not diffs, f"batch-dependent greedy tokens for prompts {diffs}"

@@ -1,0 +1,82 @@
+"""LLMReranker (pointwise 0-10 through an LLMClient) and MaxSimReranker (late interaction), plus build_reranker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aisd.core.errors import InvalidRequestError, ModelNotFoundError, UnsupportedError
+from aisd.embed import HashingEmbedder
+from aisd.embed.base import l2_normalize
+from aisd.llm.fake import FakeLLMClient
+from aisd.rag.rerank import LLMReranker, MaxSimReranker, build_reranker, maxsim, parse_rating
+from aisd.search.rerank import RemoteReranker
+
+
+@pytest.mark.parametrize(("reply", "rating"), [("7", 7.0), ("Relevance: 8/10", 8.0), ("**10**", 10.0),
+                                               ("9.5", 9.5), ("none", None), ("", None)])
+def test_parse_rating(reply, rating) -> None:
+    assert parse_rating(reply) == rating
+
+
+def test_llm_reranker_orders_by_rating_and_falls_back() -> None:
+    def judge(req):
+        text = req.messages[-1].content
+        return "9" if "lava" in text else ("I cannot say" if "ash" in text else "3")
+    llm = FakeLLMClient(judge)
+    rr = LLMReranker(llm, max_chars=200)
+    out = rr.rerank("volcano", ["cats", "molten lava", "volcanic ash", "dogs"])
+    assert [r.index for r in out] == [1, 0, 3, 2]
+    assert out[0].score == 9.0 and out[-1].score == -1.0 and rr.unparsed == 1
+    req = llm.requests[0]
+    assert req.messages[0].role == "system" and "0 (unrelated) to 10" in req.messages[0].content
+    assert req.max_tokens == 4 and req.temperature == 0.0
+    assert len(rr.rerank("q", ["x" * 5000], top_n=1)) == 1
+    assert len(llm.requests[-1].messages[-1].content) < 400  # passage trimmed to max_chars
+
+
+def test_maxsim_math_matches_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    q, d = l2_normalize(rng.normal(size=(5, 8))), l2_normalize(rng.normal(size=(9, 8)))
+    brute = np.mean([max(float(qi @ dj) for dj in d) for qi in q])
+    assert maxsim(q, d) == pytest.approx(brute, rel=1e-5)
+    assert maxsim(q[:0], d) == 0.0
+
+
+class TokenHashing(HashingEmbedder):
+    """Per-token vectors from the hashing trick: a word-level stand-in for a transformer's token embeddings."""
+
+    def __init__(self) -> None:
+        super().__init__(dim=64)
+        self.token_calls = 0
+
+    def token_embeddings(self, texts):
+        self.token_calls += len(texts)
+        return [self.embed([text[s:e] for s, e in self.token_spans(text)]) for text in texts]
+
+
+def test_maxsim_reranker_prefers_term_matches_and_caches() -> None:
+    emb = TokenHashing()
+    rr = MaxSimReranker(emb, cache_size=2)
+    texts = ["the weather today", "neural ranking models rerank passages", "ranking passages"]
+    out = rr.rerank("neural ranking", texts)
+    assert out[0].index == 1 and out[0].score == pytest.approx(1.0, abs=1e-5)
+    calls = emb.token_calls
+    rr.rerank("ranking", texts[1:])  # both still cached (LRU of 2), only the query is embedded
+    assert emb.token_calls == calls + 1
+    with pytest.raises(UnsupportedError):
+        MaxSimReranker(HashingEmbedder())
+
+
+def test_build_reranker(tmp_path) -> None:
+    assert build_reranker(None) is None and build_reranker("none") is None
+    assert isinstance(build_reranker("maxsim", embedder=TokenHashing()), MaxSimReranker)
+    assert isinstance(build_reranker("llm", llm=FakeLLMClient()), LLMReranker)
+    remote = build_reranker("remote:http://srv:8000#bge")
+    assert isinstance(remote, RemoteReranker) and remote.model == "bge"
+    ce = build_reranker(f"cross-encoder:{tmp_path / 'missing'}")
+    with pytest.raises(ModelNotFoundError, match="no cross-encoder weights|not found"):
+        ce.rerank("q", ["d"])
+    for bad in ("colbert", "remote:http://x", "llm"):
+        with pytest.raises(InvalidRequestError):
+            build_reranker(bad)
