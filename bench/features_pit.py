@@ -201,8 +201,8 @@ def main() -> None:
     if args.no_feast:
         feast_note = "skipped (--no-feast)"
     elif not FEAST_PY.exists():
-        feast_note = (f"not installed: create it with `python3 -m venv bench/.cache/feast-venv && "
-                      f"bench/.cache/feast-venv/bin/pip install feast`")
+        feast_note = ("not installed: create it with `python3 -m venv bench/.cache/feast-venv && "
+                      "bench/.cache/feast-venv/bin/pip install feast`")
     else:
         for _ in range(args.feast_runs):
             results["feast"].append(run_worker(str(FEAST_PY), WORKER_FEAST, [str(data)], args.feast_timeout))
@@ -219,15 +219,17 @@ def main() -> None:
     base = table["pandas"]
     print(f"\nPIT join, {entity_rows:,} entity rows x {VIEWS} views ({VIEWS * FEATS} features); machine: "
           f"{os.cpu_count()} cores, {platform.machine()}, shared and loaded; medians")
-    print(f"{'engine':<8} {'seconds':>9} {'peak RSS MB':>12} {'speed vs pandas':>16} {'speed vs feast':>15} runs")
+    print(f"{'engine':<8} {'seconds':>9} {'peak RSS MB':>12} {'rows out':>10} {'speed vs pandas':>16} "
+          f"{'speed vs feast':>15} runs")
     for name, s in table.items():
         if s is None:
             err = next((r["error"] for r in results[name] if "error" in r), feast_note or "no run")
-            print(f"{name:<8} {'-':>9} {'-':>12} {'-':>16} {'-':>15} {err}")
+            print(f"{name:<8} {'-':>9} {'-':>12} {'-':>10} {'-':>16} {'-':>15} {err}")
             continue
         vs_p = base["seconds"] / s["seconds"] if base else float("nan")
         vs_f = table["feast"]["seconds"] / s["seconds"] if table["feast"] else float("nan")
-        print(f"{name:<8} {s['seconds']:>9.2f} {s['maxrss_mb']:>12.0f} {vs_p:>15.2f}x {vs_f:>14.2f}x {s['runs']}")
+        print(f"{name:<8} {s['seconds']:>9.2f} {s['maxrss_mb']:>12.0f} {s['rows']:>10,} {vs_p:>15.2f}x "
+              f"{vs_f:>14.2f}x {s['runs']}")
     ok_a = [r for r in results["aisd"] if "error" not in r]
     ok_p = [r for r in results["pandas"] if "error" not in r]
     ok_f = [r for r in results["feast"] if "error" not in r]
@@ -235,6 +237,9 @@ def main() -> None:
               "aisd_equals_feast": bool(ok_a and ok_f and agree(ok_a[0], ok_f[0])) if ok_f else None}
     print(f"results agree: aisd = pandas merge_asof: {checks['aisd_equals_pandas']}; "
           f"aisd = feast: {checks['aisd_equals_feast']}")
+    if ok_f and ok_f[0]["rows"] != entity_rows:
+        print(f"note: Feast returned {ok_f[0]['rows']:,} rows for {entity_rows:,} entity rows (it drops rows), so its "
+              "time is for a different, incomplete answer")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"features_pit{'_quick' if args.quick else ''}.json"
     out.write_text(json.dumps({"entity_rows": entity_rows, "views": VIEWS, "view_rows": view_rows,

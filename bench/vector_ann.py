@@ -420,6 +420,13 @@ def first_parts(name: str, n: int) -> np.ndarray:
     return np.concatenate(parts)[:n]
 
 
+def all_parts(name: str) -> np.ndarray:
+    parts = sorted(CACHE.glob(f"{name}.part*.npy"))
+    if not parts:
+        raise SystemExit(f"{name}: nothing embedded yet; run with --embed-only first")
+    return np.concatenate([np.load(p) for p in parts])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--embed-only", action="store_true")
@@ -429,13 +436,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--kinds", nargs="*", help="only these index kinds")
+    ap.add_argument("--partial", action="store_true", help="run on the chunks embedded so far (< 50k possible)")
     ap.add_argument("--skip", nargs="*", default=[], help="skip sections: filters memory wal")
     args = ap.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
     sents, queries = corpus_sentences()
     print(f"{len(sents)} sentences, {len(queries)} queries", file=sys.stderr)
     qm = embed_cached(queries[:2000], "vector_ann_queries")
-    if args.quick and not (CACHE / "vector_ann_corpus.npy").exists() and not args.embed_only:
+    if args.partial and not (CACHE / "vector_ann_corpus.npy").exists():
+        x = all_parts("vector_ann_corpus")  # whatever is embedded so far (reported in the results)
+    elif args.quick and not (CACHE / "vector_ann_corpus.npy").exists() and not args.embed_only:
         x = first_parts("vector_ann_corpus", 10_000)  # quick runs need not wait for the whole corpus
     else:
         x = embed_cached(sents, "vector_ann_corpus", reverse=args.reverse, int8=args.int8)
@@ -443,7 +453,7 @@ def main() -> None:
         return
     import faiss
 
-    n = 10_000 if args.quick else len(x)
+    n = min(len(x), 10_000) if args.quick else len(x)
     nq = 200 if args.quick else args.queries
     x = np.ascontiguousarray(x[:n])
     q = np.ascontiguousarray(qm[np.random.default_rng(0).permutation(len(qm))[:nq]])

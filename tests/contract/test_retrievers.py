@@ -58,7 +58,7 @@ def test_search_best_first_and_k(retriever) -> None:
     hits = retriever.search("python programming language", k=3)
     assert 1 <= len(hits) <= 3
     assert hits[0].chunk.id == "python-lang"
-    assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+    assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
     assert all(h.scores for h in hits)
     assert retriever.count() == len(TEXTS)
 

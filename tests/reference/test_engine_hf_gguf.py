@@ -44,7 +44,7 @@ def test_greedy_tokens_equal_transformers_for_20_prompts(models) -> None:
     hf, llm = models
     prompts = make_prompts(llm.tokenizer)
     ids = [llm.tokenizer.encode(p) for p in prompts]
-    assert len(set(map(len, ids))) >= 15  # varied lengths (about 20 to 300 tokens)
+    assert len(set(map(len, ids))) >= 12 and max(map(len, ids)) > 250  # varied lengths (7 to ~300 tokens)
     outs = llm.generate(ids, SamplingParams(temperature=0, max_tokens=NEW_TOKENS, ignore_eos=True, logprobs=1))
     mismatches = []
     for i, (p, o) in enumerate(zip(ids, outs, strict=True)):

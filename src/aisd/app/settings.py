@@ -34,6 +34,8 @@ class EngineSettings(BaseModel):
     max_waiting_requests: int = Field(default=256, ge=1)
     num_threads: int | None = None
     load_on_startup: bool = True
+    num_gpu_blocks: int | None = None  # KV blocks; None = derived from kv_cache_memory_gb
+    dtype: str = "float32"  # float32 | bfloat16
     seed: int = 0
     scheduling: str = "fcfs"  # fcfs | priority (lower "priority" value is served first)
     device: str = "cpu"  # cpu | cuda | auto
@@ -48,8 +50,14 @@ class EmbedSettings(BaseModel):
 
 
 class VectorSettings(BaseModel):
+    """aisd.vector (docs/vector.md): durability, default index and the filtered-search planner."""
+
     fsync: str = "always"  # always | batch | never
-    default_index: str = "auto"
+    default_index: str = "auto"  # auto | flat | hnsw | ivf | pq | ivfpq | sq8
+    auto_threshold: int = Field(default=100_000, ge=1)  # index=auto: rebuild into the advised kind from here
+    snapshot_wal_mb: int = Field(default=64, ge=1)  # snapshot + truncate the WAL once it grows past this
+    exact_max_candidates: int = Field(default=20_000, ge=0)  # filtered subsets up to this size: brute force
+    post_filter_min_selectivity: float = Field(default=0.3, gt=0.0, le=1.0)  # above: ANN search + drop misses
 
 
 class RagSettings(BaseModel):

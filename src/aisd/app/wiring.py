@@ -50,9 +50,12 @@ class Services:
     # ---- vector ---------------------------------------------------------------------------------------------------
     @cached_property
     def vector_store(self) -> Any:
-        from aisd.vector import VectorStore
+        from aisd.vector import PlannerConfig, VectorStore
 
-        return VectorStore(self.settings.path("vector"), fsync=self.settings.vector.fsync)
+        v = self.settings.vector
+        return VectorStore(self.settings.path("vector"), fsync=v.fsync, snapshot_wal_bytes=v.snapshot_wal_mb * 2**20,
+                           planner=PlannerConfig(exact_max_candidates=v.exact_max_candidates,
+                                                 post_filter_min_selectivity=v.post_filter_min_selectivity))
 
     # ---- rag ------------------------------------------------------------------------------------------------------
     @cached_property

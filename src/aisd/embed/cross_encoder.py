@@ -9,12 +9,25 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from aisd.core.errors import ModelNotFoundError
-from aisd.search.rerank import RerankResult, order_results
+
+
+class RerankResult(NamedTuple):
+    """Same fields as aisd.search.rerank.RerankResult (embed and search are sibling layers and may not import each
+    other; equal tuples compare equal): ``index`` into the texts, ``score`` higher = more relevant."""
+
+    index: int
+    score: float
+
+
+def order_results(scores: list[float], top_n: int | None = None) -> list[RerankResult]:
+    """Best first; ties keep the input order."""
+    ranked = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    return [RerankResult(i, float(scores[i])) for i in (ranked if top_n is None else ranked[:max(top_n, 0)])]
 
 
 class CrossEncoderReranker:

@@ -27,7 +27,8 @@ _EXPORTS = {
     "EngineStats": "aisd.engine.outputs",
 }
 
-__all__ = list(_EXPORTS)
+__all__ = ["EngineConfig", "SamplingParams", "LLM", "LLMEngine", "RequestOutput", "CompletionOutput", "Logprob",
+           "RequestMetrics", "EngineStats"]
 
 
 def __getattr__(name: str) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from aisd.core.errors import InvalidRequestError, ServiceUnavailableError
+from aisd.core.errors import InvalidRequestError, ServiceUnavailableError, UnsupportedError
 from aisd.engine.block_manager import BlockManager
 from aisd.engine.config import EngineConfig
 from aisd.engine.loader import ModelConfig, load_model
@@ -64,6 +64,9 @@ class LLMEngine:
         if self._loaded:
             return self
         cfg = self.config
+        if cfg.device == "cuda":
+            raise UnsupportedError("device='cuda': this engine build runs on CPU only (device='cpu' or 'auto')",
+                                   param="device")
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         torch.set_num_threads(cfg.num_threads or cores)
         t0 = time.perf_counter()

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from aisd.embed.base import Embedder
-from aisd.llm.client import LLMClient, ask
+from aisd.llm.client import LLMClient, chat_request
 
 # ---- SQuAD answer metrics (official v2.0 evaluation script semantics) ------------------------------------------
 
@@ -163,9 +163,32 @@ def _score(verdicts: list[bool | None]) -> JudgeScore:
     return JudgeScore(sum(parsed) / len(parsed) if parsed else None, tuple(verdicts))
 
 
+_YES, _NO = {"yes", "y"}, {"no", "n"}
+
+
+def verdict_from_logprobs(top: Sequence[tuple[str, float]]) -> bool | None:
+    """YES vs NO from the first generated token's alternatives: compare the probability mass of yes-like and
+    no-like tokens (the G-Eval idea, Liu et al. 2023, reduced to a binary verdict); None when neither appears."""
+    p_yes = sum(math.exp(lp) for tok, lp in top if tok.strip().lower() in _YES)
+    p_no = sum(math.exp(lp) for tok, lp in top if tok.strip().lower() in _NO)
+    if p_yes == 0.0 and p_no == 0.0:
+        return None
+    return p_yes > p_no
+
+
 def _judge(judge: LLMClient, prompt: str) -> bool | None:
-    return parse_verdict(ask(judge, prompt, max_tokens=4, temperature=0.0,
-                             system="You are a strict grader. Reply with YES or NO only."))
+    """The reply's YES/NO; if it has neither (small models start with "The statement ..."), the first token's
+    top logprobs decide when the server returns them."""
+    messages = [{"role": "system", "content": "You are a strict grader. Reply with YES or NO only."},
+                {"role": "user", "content": prompt}]
+    response = judge.chat(chat_request(messages, max_tokens=4, temperature=0.0, logprobs=True, top_logprobs=10))
+    verdict = parse_verdict(response.text)
+    if verdict is not None or not response.choices:
+        return verdict
+    lp = response.choices[0].logprobs
+    if lp is None or not lp.content:
+        return None
+    return verdict_from_logprobs([(t.token, t.logprob) for t in lp.content[0].top_logprobs])
 
 
 def _clip(text: str, chars: int = 2000) -> str:

@@ -173,7 +173,7 @@ def analyze(store: Any, name: str, *, as_of: datetime | None = None, srm_thresho
     if as_of is None:
         as_of = datetime.fromisoformat(exp.stopped_at) if exp.stopped_at else datetime.now(UTC)
     end = as_of.astimezone(UTC).replace(tzinfo=None) if as_of.tzinfo else as_of
-    counts = store.exposure_counts(name)
+    counts = store.exposure_counts(name, end)
     obs = [counts[v.name] for v in exp.variants]
     srm = stats.srm_test(obs, exp.weights, threshold=srm_threshold)
     result = AnalysisResult(exp.to_dict(), end.isoformat(), counts,

@@ -103,13 +103,14 @@ def _parse_ts(col: pd.Series) -> tuple[pd.Series, np.ndarray]:
     return out, bad
 
 
-def _first_reason(reasons: list[tuple[np.ndarray, str]], n: int) -> list[str | None]:
-    out: list[str | None] = [None] * n
-    for mask, reason in reasons:
-        for i in np.flatnonzero(mask):
-            if out[i] is None:
-                out[i] = reason
-    return out
+def _split(reasons: list[tuple[np.ndarray, str]], index: pd.Index) -> tuple[np.ndarray, list[Rejection]]:
+    """(rows to keep, rejections): each bad row gets the first failing check's reason; vectorised over rows."""
+    code = np.full(len(index), -1, dtype=np.int64)
+    for k, (mask, _) in enumerate(reasons):
+        code[(code == -1) & np.asarray(mask, dtype=bool)] = k
+    bad = np.flatnonzero(code >= 0)
+    positions = index.to_numpy()
+    return code == -1, [Rejection(int(positions[i]), reasons[code[i]][1]) for i in bad]
 
 
 def _to_frame(rows: Iterable[Any], allowed: Sequence[str]) -> tuple[pd.DataFrame, list[Rejection]]:
@@ -139,13 +140,15 @@ def _to_frame(rows: Iterable[Any], allowed: Sequence[str]) -> tuple[pd.DataFrame
 def _string_col(col: pd.Series, name: str, required: bool) -> tuple[pd.Series, list[tuple[np.ndarray, str]]]:
     missing = col.isna().to_numpy()
     limit = MAX_NAME if name == "name" else 1024
-    if missing.all() or (col.dtype != object and pd.api.types.is_string_dtype(col.dtype)):
+    typed = col.dtype != object and pd.api.types.is_string_dtype(col.dtype)
+    if missing.all() or typed or pd.api.types.infer_dtype(col, skipna=True) == "string":
         # fast path for bulk frames: an all-null or typed string column needs no per-value type checks
         lengths = col.str.len().fillna(0).to_numpy() if not missing.all() else np.zeros(len(col))
         reasons = [(~missing & ((lengths == 0) | (lengths > limit)), f"{name} must be 1-{limit} characters")]
         if required:
             reasons.insert(0, (missing, f"{name} is required"))
-        return col.astype(object).where(~missing, None), reasons
+        # typed string columns go to DuckDB as they are (much faster than object columns)
+        return (col if typed else col.astype(object).where(~missing, None)), reasons
     is_str = col.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
     is_int = col.map(lambda v: isinstance(v, int | np.integer) and not isinstance(v, bool)).to_numpy(dtype=bool)
     values = col.where(~is_int, col.astype(object).map(str))  # integer ids are accepted as their decimal text
@@ -163,7 +166,8 @@ def _string_col(col: pd.Series, name: str, required: bool) -> tuple[pd.Series, l
 
 def _number_col(col: pd.Series, name: str, non_negative: bool) -> tuple[pd.Series, list[tuple[np.ndarray, str]]]:
     missing = col.isna().to_numpy()
-    if col.dtype == object:
+    if col.dtype == object and pd.api.types.infer_dtype(col, skipna=True) not in ("floating", "integer",
+                                                                                   "mixed-integer-float", "empty"):
         is_bool = col.map(lambda v: isinstance(v, bool)).to_numpy(dtype=bool)
     else:
         is_bool = np.full(len(col), col.dtype == bool)
@@ -213,9 +217,13 @@ def validate_events(rows: Iterable[Any] | pd.DataFrame,
         v = out[name].to_numpy()
         reasons.append((np.isfinite(v) & (np.mod(v, 1) != 0), f"{name} must be an integer"))
     props = frame["properties"]
-    bad_props = ~props.isna().to_numpy() & ~props.map(lambda v: isinstance(v, Mapping)).to_numpy(dtype=bool)
-    reasons.append((bad_props, "properties must be an object"))
-    out["properties"] = props.map(lambda v: json.dumps(v, default=str) if isinstance(v, Mapping) else None)
+    has_props = ~props.isna().to_numpy()
+    if has_props.any():
+        bad_props = has_props & ~props.map(lambda v: isinstance(v, Mapping)).to_numpy(dtype=bool)
+        reasons.append((bad_props, "properties must be an object"))
+        out["properties"] = props.map(lambda v: json.dumps(v, default=str) if isinstance(v, Mapping) else None)
+    else:
+        out["properties"] = pd.Series(None, index=frame.index, dtype=object)
     reasons.insert(0, (bad_ts, "ts must be an ISO-8601 time or epoch seconds"))
     if known_experiments is not None:
         exp = out["experiment"]
@@ -228,9 +236,8 @@ def validate_events(rows: Iterable[Any] | pd.DataFrame,
             bad_var |= ((exp == e) & var.notna() & ~var.isin(list(known_experiments[e]))).to_numpy()
         reasons.append((bad_var, "variant is not one of the experiment's variants"))
         reasons.append((var.notna().to_numpy() & ~has_exp, "variant needs experiment"))
-    first = _first_reason(reasons, n)
-    keep = np.array([r is None for r in first])
-    rejected += [Rejection(int(idx), r) for idx, r in zip(frame.index, first, strict=True) if r is not None]
+    keep, bad = _split(reasons, frame.index)
+    rejected += bad
     rejected.sort(key=lambda r: r.index)
     valid = out[keep][list(EVENT_COLUMNS)]
     for name in ("tokens_in", "tokens_out"):
@@ -267,9 +274,8 @@ def validate_exposures(rows: Iterable[Any] | pd.DataFrame, experiment: str,
     reasons.append((~attrs.isna().to_numpy() & ~attrs.map(lambda v: isinstance(v, Mapping)).to_numpy(dtype=bool),
                     "attributes must be an object"))
     out["attributes"] = attrs.map(lambda v: json.dumps(v, default=str) if isinstance(v, Mapping) else None)
-    first = _first_reason(reasons, len(frame))
-    keep = np.array([r is None for r in first])
-    rejected += [Rejection(int(idx), r) for idx, r in zip(frame.index, first, strict=True) if r is not None]
+    keep, bad = _split(reasons, frame.index)
+    rejected += bad
     rejected.sort(key=lambda r: r.index)
     valid = out[keep][list(EXPOSURE_COLUMNS)]
     return valid, rejected

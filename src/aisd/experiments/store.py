@@ -277,11 +277,16 @@ class ExperimentStore:
             return self.log_exposures(experiment, records)
         raise InvalidRequestError(f"kind must be 'events' or 'exposures', got {kind!r}", param="kind")
 
-    def exposure_counts(self, name: str) -> dict[str, int]:
+    def exposure_counts(self, name: str, end: datetime | None = None) -> dict[str, int]:
+        """Exposed units per variant (first exposures before ``end``, naive UTC, when given)."""
         exp = self.get(name)
         with self._lock:
-            rows = self.con.execute("SELECT variant, count(*) FROM exposures WHERE experiment = ? GROUP BY variant",
-                                    [name]).fetchall()
+            if end is None:
+                rows = self._run("SELECT variant, count(*) FROM exposures WHERE experiment = ? GROUP BY variant",
+                                 [name])
+            else:
+                rows = self._run("SELECT variant, count(*) FROM exposures WHERE experiment = ? AND ts < ? "
+                                 "GROUP BY variant", [name, end])
         got = dict(rows)
         return {v.name: int(got.get(v.name, 0)) for v in exp.variants}
 

@@ -11,11 +11,20 @@ point-in-time joins, online stores (SQLite, Redis), checkpointed materialization
 
 from __future__ import annotations
 
-from aisd.features.dtypes import (Array, Bool, Bytes, DType, Float32, Float64, Int32, Int64, String,
-                                  UnixTimestamp)
+from aisd.features.dtypes import Array, Bool, Bytes, DType, Float32, Float64, Int32, Int64, String, UnixTimestamp
 from aisd.features.materialize import ChunkInfo, MaterializeResult
-from aisd.features.model import (Entity, FeatureService, FeatureView, FeatureViewProjection, Field, FileSource,
-                                 OnDemandFeatureView, PushSource, RequestSource, on_demand_feature_view)
+from aisd.features.model import (
+                                  Entity,
+                                  FeatureService,
+                                  FeatureView,
+                                  FeatureViewProjection,
+                                  Field,
+                                  FileSource,
+                                  OnDemandFeatureView,
+                                  PushSource,
+                                  RequestSource,
+                                  on_demand_feature_view,
+)
 from aisd.features.offline import OfflineConfig
 from aisd.features.push import PushMode, PushResult
 from aisd.features.repo import ApplyPlan, load_repo

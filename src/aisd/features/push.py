@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from aisd.features.model import FeatureView, PushSource
 from aisd.features.online.base import OnlineRow, OnlineStore, encode_key
 
 
-class PushMode(str, Enum):
+class PushMode(StrEnum):
     ONLINE = "online"
     OFFLINE = "offline"
     ONLINE_AND_OFFLINE = "online_and_offline"

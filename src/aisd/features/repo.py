@@ -18,8 +18,14 @@ from typing import Any
 
 from aisd.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from aisd.features.dtypes import SCALARS, DType
-from aisd.features.model import (Entity, FeatureService, FeatureView, FeatureViewProjection, OnDemandFeatureView,
-                                 PushSource)
+from aisd.features.model import (
+    Entity,
+    FeatureService,
+    FeatureView,
+    FeatureViewProjection,
+    OnDemandFeatureView,
+    PushSource,
+)
 from aisd.features.offline import OfflineStore
 
 Definition = Entity | FeatureView | OnDemandFeatureView | FeatureService | PushSource
@@ -151,7 +157,8 @@ def _check_source(view: FeatureView, offline: OfflineStore, entities: dict[str, 
     except NotFoundError:
         if isinstance(view.source, PushSource):
             return  # a push-fed view may start empty
-        raise InvalidRequestError(f"feature view {view.name!r}: source file {src.path} not found", param=view.name)
+        raise InvalidRequestError(f"feature view {view.name!r}: source file {src.path} not found",
+                                  param=view.name) from None
     where = f"feature view {view.name!r} (source {src.path})"
     need = [src.timestamp_field] + ([src.created_timestamp_column] if src.created_timestamp_column else [])
     for c in need:

@@ -14,7 +14,7 @@ from typing import Any
 
 import duckdb
 
-from aisd.core.errors import InvalidRequestError
+from aisd.core.errors import InvalidRequestError, ServiceUnavailableError
 from aisd.features.offline import OfflineStore, lit
 from aisd.features.pit import ViewRequest, build_pit_sql
 from aisd.features.serving import FeaturePlan, run_odfv
@@ -129,7 +129,7 @@ class RetrievalJob:
         try:
             table = con.sql(self.sql).to_arrow_table()
         except duckdb.Error as e:
-            raise InvalidRequestError(f"historical retrieval failed: {e}", param="entity_df") from e
+            raise _query_error(e) from e
         finally:
             con.close()
         return self._finish(table) if self.plan.odfvs else pa.table(table)
@@ -156,10 +156,17 @@ class RetrievalJob:
             if writer is not None:
                 writer.close()
         except duckdb.Error as e:
-            raise InvalidRequestError(f"historical retrieval failed: {e}", param="entity_df") from e
+            raise _query_error(e) from e
         finally:
             con.close()
         return out
+
+
+def _query_error(e: Exception) -> Exception:
+    if isinstance(e, duckdb.OutOfMemoryException):
+        return ServiceUnavailableError(f"historical retrieval ran out of its DuckDB memory limit even after spilling: "
+                                       f"{e}; raise features.duckdb_memory_limit (OfflineConfig.memory_limit)")
+    return InvalidRequestError(f"historical retrieval failed: {e}", param="entity_df")
 
 
 def view_requests(offline: OfflineStore, plan: FeaturePlan, entity: EntityInput) -> list[ViewRequest]:

@@ -192,18 +192,17 @@ def read_online(plan: FeaturePlan, defs: Definitions, online: OnlineStore, entit
         records = online.read(view.name, keys)
         ttl = view.ttl_seconds
         oldest = now - ttl if ttl else None
+        # Per record once: the stored values if fresh, else None; then per feature one comprehension.
+        fresh = [None if r is None or (oldest is not None and r.event_ts < oldest) else r.values for r in records]
+        dead = [NOT_FOUND if r is None else EXPIRED for r in records]
+        ts = [None if r is None else r.event_ts for r in records]
         for feat in part.features:
             name = f"{view.name}__{feat}"
-            vs, ss, ts = [], [], []
-            for rec in records:
-                if rec is None:
-                    vs.append(None), ss.append(NOT_FOUND), ts.append(None)
-                elif oldest is not None and rec.event_ts < oldest:
-                    vs.append(None), ss.append(EXPIRED), ts.append(rec.event_ts)
-                else:
-                    v = rec.values.get(feat)
-                    vs.append(v), ss.append(PRESENT if v is not None else NULL_VALUE), ts.append(rec.event_ts)
-            values[name], statuses[name], stamps[name] = vs, ss, ts
+            vs = [None if d is None else d.get(feat) for d in fresh]
+            values[name] = vs
+            statuses[name] = [dead[i] if d is None else (PRESENT if v is not None else NULL_VALUE)
+                              for i, (d, v) in enumerate(zip(fresh, vs, strict=True))]
+            stamps[name] = ts
     for part in plan.odfvs:
         out = run_odfv(part.odfv, values, request, n)
         for feat in part.features:

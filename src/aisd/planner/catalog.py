@@ -40,6 +40,7 @@ class ModelConfig:
     sliding_window: int | None = None  # tokens of KV kept per sequence when the model uses windowed attention
     published_params: int | None = None
     source: str = ""
+    file_weight_bytes: int | None = None  # GGUF only: exact bytes of the file's tensors at their stored types
 
     def __post_init__(self) -> None:
         for name in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",

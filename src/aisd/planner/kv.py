@@ -28,10 +28,11 @@ def kv_dtype_bytes(kv_dtype: str) -> float:
     return KV_DTYPES[key]
 
 
-def kv_bytes_per_token(model: ModelConfig | str, kv_dtype: str = "fp16") -> int:
-    """GQA-correct KV bytes per token: 2 (K and V) x layers x kv_heads x head_dim x bytes per element."""
+def kv_bytes_per_token(model: ModelConfig | str, kv_dtype: str = "fp16", *, dtype: str | None = None) -> int:
+    """GQA-correct KV bytes per token: 2 (K and V) x layers x kv_heads x head_dim x bytes per element.
+    ``dtype=`` is an accepted alias of ``kv_dtype``."""
     m = resolve_model(model)
-    return int(2 * m.num_layers * m.num_kv_heads * m.head_dim * kv_dtype_bytes(kv_dtype))
+    return int(2 * m.num_layers * m.num_kv_heads * m.head_dim * kv_dtype_bytes(dtype or kv_dtype))
 
 
 def kv_bytes_per_token_hidden(model: ModelConfig | str, kv_dtype: str = "fp16") -> int:

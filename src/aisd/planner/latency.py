@@ -14,6 +14,7 @@ objects such as ``"results"``/``"summary"``, or the first element of a list), fi
   - optional context: ``prompt_tokens`` | ``input_len`` | ``prompt_len``; ``batch_size`` | ``concurrency``;
     ``model``; ``device``.
 When the file gives ``prompt_tokens`` the measured TTFT is scaled linearly to the requested prompt length.
+``row="..."`` selects the result row one of whose string values contains that text (default: the first one).
 """
 
 from __future__ import annotations
@@ -91,8 +92,31 @@ def _find(objs: list[dict[str, Any]], keys: tuple[str, ...]) -> Any:
     return None
 
 
-def measured_from_dict(doc: Any, source: str = "measured") -> MeasuredEngine:
+def _all_objects(doc: Any, depth: int = 0) -> Iterator[dict[str, Any]]:
+    """Every JSON object, including every element of every list (for row selection)."""
+    if depth > 6:
+        return
+    if isinstance(doc, dict):
+        yield doc
+        for v in doc.values():
+            yield from _all_objects(v, depth + 1)
+    elif isinstance(doc, list):
+        for v in doc:
+            yield from _all_objects(v, depth + 1)
+
+
+def measured_from_dict(doc: Any, source: str = "measured", row: str | None = None) -> MeasuredEngine:
+    """``row``: pick the result row one of whose string values contains this text (e.g. ``"inf"`` for the burst
+    row of aisd's engine_serving benchmark); by default the first row (the sequential baseline) is used."""
     objs = list(_walk(doc))
+    if row:
+        wanted = row.lower()
+        chosen = next((o for o in _all_objects(doc)
+                       if any(isinstance(v, str) and wanted in v.lower() for v in o.values())
+                       and any(k in o for k in _TTFT_KEYS + _TPOT_KEYS)), None)
+        if chosen is None:
+            raise InvalidRequestError(f"{source}: no result row matches {row!r}", param="measured_row")
+        objs = [chosen] + [o for o in objs if o is not chosen]
     ttft, tpot = _find_ms(objs, _TTFT_KEYS), _find_ms(objs, _TPOT_KEYS)
     if tpot is None:
         tps = next((v for o in objs if (v := _number(o, "decode_tokens_per_s"))), None)
@@ -109,7 +133,7 @@ def measured_from_dict(doc: Any, source: str = "measured") -> MeasuredEngine:
                           device=str(_find(objs, ("device",)) or "") or None, source=source)
 
 
-def load_measured(path: str | Path) -> MeasuredEngine:
+def load_measured(path: str | Path, row: str | None = None) -> MeasuredEngine:
     p = Path(path)
     if not p.is_file():
         raise NotFoundError(f"measured benchmark file {str(p)!r} does not exist", param="measured")
@@ -117,7 +141,7 @@ def load_measured(path: str | Path) -> MeasuredEngine:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InvalidRequestError(f"{p}: not valid JSON ({e})", param="measured") from e
-    return measured_from_dict(doc, source=str(p))
+    return measured_from_dict(doc, source=str(p), row=row)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 from aisd.core.errors import InvalidRequestError, ModelNotFoundError, UnsupportedError
 from aisd.planner.catalog import Catalog, ModelConfig, default_catalog
-from aisd.planner.gguf_header import ArrayInfo, read_gguf_header
+from aisd.planner.gguf_header import ArrayInfo, GGUFHeader, read_gguf_header
 
 # Architectures whose MLP is gated (3 matrices) like Llama's; the parameter formula assumes this.
 GATED_MLP_TYPES = {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "gemma", "gemma2", "gemma3",
@@ -116,6 +116,23 @@ def config_from_dict(raw: dict[str, Any], *, name: str = "custom", source: str =
         raise InvalidRequestError(f"{source}: {e}", param="model") from e
 
 
+def gguf_tensor_bytes(header: GGUFHeader) -> int | None:
+    """Exact bytes of a GGUF file's tensors from their ggml types (block size and bytes per block come from the
+    ``gguf`` package's ``GGML_QUANT_SIZES``); None when a type is unknown to the installed gguf version."""
+    try:
+        from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+    except ImportError:  # pragma: no cover - gguf is a dependency of aisd
+        return None
+    total = 0
+    for t in header.tensors:
+        try:
+            block, size = GGML_QUANT_SIZES[GGMLQuantizationType(t.ggml_type)]
+        except (ValueError, KeyError):
+            return None
+        total += math.prod(t.shape) // block * size
+    return total
+
+
 def config_from_gguf(path: Path) -> ModelConfig:
     """Read the GGUF key-value header; the weight count is exact (sum of tensor shapes). Cached per
     (file, size, mtime)."""
@@ -153,6 +170,7 @@ def _config_from_gguf_cached(path_str: str, size: int, mtime_ns: int) -> ModelCo
                                          len(tokens) if isinstance(tokens, list) else None)
     names = {t.name for t in header.tensors}
     total = sum(math.prod(t.shape) for t in header.tensors)
+    stored = gguf_tensor_bytes(header)
     if vocab is None:
         emb = next((t for t in header.tensors if t.name == "token_embd.weight"), None)
         vocab = int(max(emb.shape)) if emb is not None else 32000
@@ -169,7 +187,7 @@ def _config_from_gguf_cached(path_str: str, size: int, mtime_ns: int) -> ModelCo
             vocab_size=int(vocab), tied_embeddings="output.weight" not in names,
             max_context=int(scalar(a + "context_length", 4096)), num_experts=int(experts),
             experts_per_token=int(scalar(a + "expert_used_count", 1) or 1),
-            qkv_bias="blk.0.attn_q.bias" in names, published_params=total,
+            qkv_bias="blk.0.attn_q.bias" in names, published_params=total, file_weight_bytes=stored,
             source=f"GGUF v{header.version} header of {path.name} ({name}); published_params = sum of tensor shapes")
     except ValueError as e:
         raise UnsupportedError(f"{path}: {e}", param="model") from e

@@ -47,7 +47,7 @@ TABLE_PRECISIONS = ("fp32", "fp16", "fp8", "int8", "int4")
 GiB = 2**30
 
 
-def precision(name: str, param: str = "precision") -> Precision:
+def get_precision(name: str, param: str = "precision") -> Precision:
     key = name.strip().lower()
     if key not in PRECISIONS:
         raise InvalidRequestError(f"{param} must be one of {', '.join(PRECISIONS)}; got {name!r}", param=param)
@@ -55,16 +55,16 @@ def precision(name: str, param: str = "precision") -> Precision:
 
 
 def bytes_per_param(name: str, group_size: int | None = 128) -> float:
-    return precision(name).bits_per_weight(group_size) / 8
+    return get_precision(name).bits_per_weight(group_size) / 8
 
 
-def weight_bytes(model: ModelConfig | str, precision_name: str = "fp16", *, group_size: int | None = 128,
-                 keep_embeddings_fp16: bool = False) -> int:
+def weight_bytes(model: ModelConfig | str, precision: str = "fp16", *, group_size: int | None = 128,
+                 keep_embeddings_fp16: bool = False, dtype: str | None = None) -> int:
     """Bytes of weights at a precision; ``keep_embeddings_fp16`` leaves the embedding and untied head in 16-bit,
     as GPTQ/AWQ checkpoints and vLLM do (Llama-3-70B INT4: ~36.7 GB without, ~39.8 GB with)."""
     m = _resolve(model)
     counts = count_parameters(m)
-    bpp = bytes_per_param(precision_name, group_size)
+    bpp = bytes_per_param(dtype or precision, group_size)  # ``dtype=`` is an accepted alias
     if keep_embeddings_fp16 and bpp < 2:
         return int(round((counts.total - counts.embedding) * bpp + counts.embedding * 2))
     return int(round(counts.total * bpp))
@@ -121,14 +121,14 @@ class MemoryEstimate:
         return d
 
 
-def estimate_memory(model: ModelConfig | str, precision_name: str = "fp16", *, context: int = 4096, batch: int = 1,
+def estimate_memory(model: ModelConfig | str, precision: str = "fp16", *, context: int = 4096, batch: int = 1,
                     kv_dtype: str = "fp16", max_batched_tokens: int = 8192, runtime_overhead_gb: float = 1.0,
                     group_size: int | None = 128, keep_embeddings_fp16: bool = False) -> MemoryEstimate:
     """Total memory for ``batch`` sequences of ``context`` tokens: weights + KV cache + activations + overhead."""
     from aisd.planner.kv import kv_bytes_per_request
 
     m = _resolve(model)
-    precision(precision_name)
+    get_precision(precision)
     if context < 1:
         raise InvalidRequestError("context must be >= 1 token", param="context")
     if batch < 1:
@@ -136,8 +136,8 @@ def estimate_memory(model: ModelConfig | str, precision_name: str = "fp16", *, c
     if runtime_overhead_gb < 0:
         raise InvalidRequestError("runtime_overhead_gb must be >= 0", param="runtime_overhead_gb")
     return MemoryEstimate(
-        model=m.id, precision=precision_name, kv_dtype=kv_dtype, params=m.params,
-        weights=weight_bytes(m, precision_name, group_size=group_size, keep_embeddings_fp16=keep_embeddings_fp16),
+        model=m.id, precision=precision, kv_dtype=kv_dtype, params=m.params,
+        weights=weight_bytes(m, precision, group_size=group_size, keep_embeddings_fp16=keep_embeddings_fp16),
         kv_cache=batch * kv_bytes_per_request(m, context, kv_dtype),
         activations=activation_bytes(m, min(max_batched_tokens, batch * context), max_num_seqs=batch),
         runtime_overhead=int(runtime_overhead_gb * GiB), context=context, batch=batch)

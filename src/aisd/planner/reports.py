@@ -17,11 +17,13 @@ class MemoryPlan:
     estimate: MemoryEstimate
     weights_by_precision: dict[str, int]
     capacity: KVCapacity | None = None  # when a GPU is given: the vLLM-style KV block report
+    file_weight_bytes: int | None = None  # a GGUF model: its tensors' exact bytes as stored
 
     def to_dict(self) -> dict[str, Any]:
         return {"estimate": self.estimate.to_dict(),
                 "weights_by_precision": {k: {"bytes": v, "gb": round(v / 1e9, 3)}
                                          for k, v in self.weights_by_precision.items()},
+                "file_weight_bytes": self.file_weight_bytes,
                 "capacity": self.capacity.to_dict() if self.capacity else None}
 
 
@@ -41,7 +43,8 @@ def memory_plan(model: ModelConfig | str, precision: str = "fp16", *, context: i
                                 max_model_len=context, block_size=block_size, kv_dtype=kv_dtype,
                                 max_num_batched_tokens=max_num_batched_tokens, runtime_overhead_gb=runtime_overhead_gb,
                                 keep_embeddings_fp16=keep_embeddings_fp16)
-    return MemoryPlan(estimate=est, weights_by_precision=weights_by_precision(m), capacity=cap)
+    return MemoryPlan(estimate=est, weights_by_precision=weights_by_precision(m), capacity=cap,
+                      file_weight_bytes=m.file_weight_bytes)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -203,7 +203,8 @@ class RAGPipeline:
             self._transforms[key] = build_query_transform(key, llm=self.llm, retriever=self.retriever)
         return self._transforms[key]
 
-    def _search(self, cfg: RagConfig, filter: dict | None, trace: list[TraceStep] | None = None):  # noqa: ANN202
+    def _search(self, cfg: RagConfig, filter: dict | None,
+                trace: list[TraceStep] | None = None) -> Callable[[str, int], list[RetrievedChunk]]:
         transform = self.transform(cfg.query_transform)
 
         def search(query: str, k: int) -> list[RetrievedChunk]:

@@ -98,7 +98,9 @@ def read_wal(path: Path, *, repair: bool = True) -> WalReadResult:
             raise CorruptDataError(f"write-ahead log {path}: undecodable record at byte {pos}: {e}") from None
         pos = end
     torn = size - pos
-    if torn:
+    if torn and not repair:  # a reader beside a live writer: the tail may simply be mid-write
+        log.debug("write-ahead log %s: ignoring %d incomplete bytes at offset %d", path, torn, pos)
+    elif torn:
         log.warning("write-ahead log %s: truncating a torn tail of %d bytes at offset %d (an interrupted write; "
                     "it was never acknowledged)", path, torn, pos)
         if repair:

@@ -187,7 +187,7 @@ def test_logprobs_equal_log_softmax_of_transformers_logits(llama: LLMEngine, hf_
         assert entry[tok].rank == 1
         assert entry[tok].logprob == pytest.approx(float(ref[step, tok]), abs=1e-4)
         assert sorted(entry) == sorted(ref[step].topk(3).indices.tolist())
-    assert o.outputs[0].cumulative_logprob == pytest.approx(sum(e[t].logprob for t, e in zip(toks, o.outputs[0].logprobs)))
+    assert o.outputs[0].cumulative_logprob == pytest.approx(sum(e[t].logprob for t, e in zip(toks, o.outputs[0].logprobs, strict=True)))
 
 
 def test_seeded_sampling_is_the_same_alone_and_in_a_batch(llama: LLMEngine) -> None:

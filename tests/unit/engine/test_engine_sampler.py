@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
+from aisd.core.errors import InvalidRequestError
 from aisd.engine.sampler import Sampler, apply_min_p, apply_penalties, apply_top_k_top_p
 from aisd.engine.sampling import SamplingParams
 from aisd.engine.sequence import Request, Sequence
-from aisd.core.errors import InvalidRequestError
 
 
 def naive_top_k_top_p(row: list[float], k: int, p: float) -> set[int]:

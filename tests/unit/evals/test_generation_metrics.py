@@ -146,3 +146,32 @@ def test_summarize_runs_mean_and_spread() -> None:
     empty = RunScores()
     empty.add("x", None)
     assert summarize_runs([empty])["x"].mean is None
+
+
+def test_logprob_verdicts_when_the_text_has_none() -> None:
+    from aisd.evals.generation_metrics import _judge, verdict_from_logprobs
+    from aisd.llm.schema import (
+        ChatChoice,
+        ChatCompletionResponse,
+        ChatMessage,
+        ChoiceLogprobs,
+        TokenLogprob,
+        TopLogprob,
+    )
+
+    assert verdict_from_logprobs([("Yes", -0.5), ("No", -1.0), ("The", -2.0)]) is True
+    assert verdict_from_logprobs([(" no", -0.2), ("Y", -3.0), ("yes", -2.5)]) is False
+    assert verdict_from_logprobs([("The", -0.1)]) is None
+
+    class WithLogprobs(FakeLLMClient):
+        def chat(self, request):  # type: ignore[no-untyped-def]
+            self.requests.append(request)
+            top = [TopLogprob(token="The", logprob=-0.3), TopLogprob(token="Yes", logprob=-1.2),
+                   TopLogprob(token="No", logprob=-2.0)]
+            lp = ChoiceLogprobs(content=[TokenLogprob(token="The", logprob=-0.3, top_logprobs=top)])
+            return ChatCompletionResponse(model="x", choices=[ChatChoice(
+                index=0, message=ChatMessage(role="assistant", content="The statement"), logprobs=lp)])
+
+    judge = WithLogprobs()
+    assert _judge(judge, "Is it?") is True
+    assert judge.requests[0].logprobs is True and judge.requests[0].top_logprobs == 10

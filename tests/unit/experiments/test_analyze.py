@@ -156,3 +156,27 @@ def test_empty_experiment_warns_instead_of_failing(store: ExperimentStore) -> No
     store.create(Experiment("empty", primary_metrics=["c=proportion(buy)"]))
     result = store.analyze("empty")
     assert result.metrics == [] and "fewer than 2" in result.warnings[-1]
+
+
+def test_three_arms_each_compared_with_the_control_and_corrected(store: ExperimentStore) -> None:
+    store.create(Experiment("abc", variants=[{"name": "a", "weight": 2}, "b", "c"],
+                            primary_metrics=["buy=proportion(purchase)"], secondary_metrics=["rev=mean(purchase.value)"],
+                            correction="holm", sequential=False, cuped=False))
+    store.start("abc")
+    rng = np.random.default_rng(11)
+    exposures, events = [], []
+    for i in range(2000):
+        v = ("a", "a", "b", "c")[i % 4]
+        exposures.append({"unit_id": f"u{i}", "variant": v, "ts": "2026-01-01T00:00:00Z"})
+        if rng.random() < (0.2 if v != "c" else 0.3):
+            events.append({"unit_id": f"u{i}", "name": "purchase", "value": 10.0, "ts": "2026-01-01T01:00:00Z"})
+    store.log_exposures("abc", exposures)
+    store.log_events(events)
+    result = store.analyze("abc", as_of=datetime(2026, 1, 2))
+    assert result.srm["mismatch"] is False and result.srm["expected"] == [1000.0, 500.0, 500.0]
+    assert sorted((m.metric, m.variant) for m in result.metrics) == [("buy", "b"), ("buy", "c"), ("rev", "b"),
+                                                                     ("rev", "c")]
+    ps = [m.p_value for m in result.metrics]
+    assert [m.adjusted_p_value for m in result.metrics] == pytest.approx(list(stats.holm_adjust(ps)))
+    c = next(m for m in result.metrics if m.metric == "buy" and m.variant == "c")
+    assert c.significant and c.relative["effect"] > 0.2

@@ -41,11 +41,15 @@ def test_cli_end_to_end(run, tmp_path: Path) -> None:  # type: ignore[no-untyped
     assert "exposures: accepted 1" in out and "row 1: variant must be one of" in out
     assert "events: accepted 1" in out and "row 1: name is required" in out
     run("simulate", "btn", "--users", "1500", "--days", "3", "--effect", "0.3")
+    rep = tmp_path / "offline.json"
+    rep.write_text(json.dumps({"name": "squad", "metrics": {"control": {"f1": 0.4}, "treatment": {"f1": 0.5}}}))
+    assert "attached offline report 'squad'" in run("attach", "btn", str(rep))
     html = tmp_path / "r.html"
     out = run("analyze", "btn", "--html", str(html))
     assert "conversion" in out and "SRM p" in out and html.read_text().count("base64,") == 2
     data = json.loads(run("analyze", "btn", "--json", "--no-html"))
     assert data["metrics"][0]["metric"] == "conversion" and data["srm"]["mismatch"] is False
+    assert data["reports"][0]["metrics"]["treatment"]["f1"] == 0.5
     assert "stopped" in run("stop", "btn")
     run("export", "btn", str(tmp_path / "pq"))
     assert (tmp_path / "pq" / "events.parquet").is_file()

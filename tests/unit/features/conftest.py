@@ -9,8 +9,21 @@ import pandas as pd
 import pytest
 
 from aisd.core.clock import ManualClock
-from aisd.features import (Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource, Float32, Float64,
-                           Int64, PushSource, RequestSource, String, on_demand_feature_view)
+from aisd.features import (
+    Entity,
+    FeatureService,
+    FeatureStore,
+    FeatureView,
+    Field,
+    FileSource,
+    Float32,
+    Float64,
+    Int64,
+    PushSource,
+    RequestSource,
+    String,
+    on_demand_feature_view,
+)
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 

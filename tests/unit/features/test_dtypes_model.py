@@ -8,9 +8,24 @@ import numpy as np
 import pytest
 
 from aisd.core.errors import InvalidRequestError
-from aisd.features import (Array, Bool, Entity, FeatureService, FeatureView, Field, FileSource, Float32, Int32, Int64,
-                           OnDemandFeatureView, PushSource, RequestSource, String, UnixTimestamp,
-                           on_demand_feature_view)
+from aisd.features import (
+    Array,
+    Bool,
+    Entity,
+    FeatureService,
+    FeatureView,
+    Field,
+    FileSource,
+    Float32,
+    Int32,
+    Int64,
+    OnDemandFeatureView,
+    PushSource,
+    RequestSource,
+    String,
+    UnixTimestamp,
+    on_demand_feature_view,
+)
 from aisd.features.dtypes import parse_dtype
 from aisd.features.model import compile_udf
 

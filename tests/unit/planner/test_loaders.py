@@ -148,3 +148,14 @@ def test_truncated_gguf_is_corrupt_data(tmp_path: Path) -> None:
     cut.write_bytes(path.read_bytes()[:200])
     with pytest.raises(CorruptDataError):
         model_config(cut)
+
+
+def test_gguf_stored_bytes_versus_the_precision_estimate(smollm2_gguf: Path) -> None:
+    m = model_config(smollm2_gguf)
+    # Q4_1 blocks for the layers, Q8_0 for the tied embedding, F32 norms: exact bytes of the file's tensors
+    assert m.file_weight_bytes == 96_576_768
+    assert m.file_weight_bytes < smollm2_gguf.stat().st_size < m.file_weight_bytes + 5_000_000  # + header/vocab
+    from aisd.planner import weight_bytes
+
+    # the all-Q4_1 estimate is 13% low because this file keeps its embedding at Q8_0
+    assert 0.85 < weight_bytes(m, "q4_1") / m.file_weight_bytes < 0.9

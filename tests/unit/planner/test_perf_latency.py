@@ -132,3 +132,9 @@ def test_reads_the_engine_serving_benchmark_layout(tmp_path: Path) -> None:
     assert (m.ttft_ms, m.tpot_ms, m.prompt_tokens, m.model) == (1040.7, 250.9, 128, "smollm2-135m-instruct")
     b = latency_budget("smollm2-135m", None, prompt_tokens=128, output_tokens=32, measured=m)
     assert b.tpot_ms == 250.9 and {i.component: i.ms for i in b.items}["prefill"] == 1040.7
+
+    burst = load_measured(path, row="inf")
+    assert (burst.ttft_ms, burst.tpot_ms, burst.prompt_tokens) == (13185.4, 675.5, 128)
+    with pytest.raises(InvalidRequestError) as e:
+        load_measured(path, row="no such row")
+    assert e.value.param == "measured_row"

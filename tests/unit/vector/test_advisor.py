@@ -55,10 +55,11 @@ def test_bad_inputs() -> None:
 
 
 @pytest.mark.parametrize("kind,params", [("flat", {}), ("hnsw", {"M": 16}), ("ivf", {"nlist": 16}),
-                                         ("pq", {"m": 8}), ("ivfpq", {"nlist": 16, "m": 8}), ("sq8", {})])
+                                         ("pq", {"m": 8, "nbits": 6}), ("ivfpq", {"nlist": 16, "m": 8, "nbits": 6}),
+                                         ("sq8", {})])
 def test_memory_estimate_matches_the_serialised_faiss_index(kind: str, params: dict) -> None:
     """Serialised size ~ the payload FAISS keeps in RAM (id maps' hash tables are not serialised)."""
-    n, d = 3000, 32
+    n, d = 2000, 32
     x = np.random.default_rng(0).standard_normal((n, d)).astype(np.float32)
     index = build_faiss(IndexSpec(kind, d, "l2", params), n)
     index.train(x)

@@ -95,7 +95,7 @@ filters = st.recursive(leaf, lambda c: st.one_of(st.builds(lambda xs: {"and": xs
                                                  st.builds(lambda x: {"not": x}, c)), max_leaves=6)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(payload_st, min_size=1, max_size=25), filters)
 def test_indexed_evaluation_equals_scan(payloads: list, spec: dict) -> None:
     flt = parse_filter(spec)

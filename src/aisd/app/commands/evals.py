@@ -41,7 +41,12 @@ def make_factories(dataset: Any, kinds: Sequence[str], *, embedder: Any, llm_fac
     if chunk_size:
         from aisd.rag.chunking import build_chunker
 
-        chunk_fn = build_chunker(chunker, embedder=embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+        try:
+            chunk_fn = build_chunker(chunker, embedder=embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+        except ValueError as e:
+            from aisd.core.errors import InvalidRequestError
+
+            raise InvalidRequestError(str(e), param="chunk_size") from e
         docs = [Document(id=d.id, text=d.full_text, source=dataset.name, title=d.title)
                 for d in dataset.corpus.values()]
         chunks: list[Any] = [c for d in docs for c in chunk_fn.split(d)]
@@ -97,6 +102,8 @@ def retrieval(
     rerank: str = typer.Option(None, "--rerank", help="maxsim | llm | cross-encoder:PATH | remote:URL#MODEL."),
     transform: str = typer.Option(None, "--transform", help="prf | hyde | multi-query | rewrite | expansion."),
     chunk_size: int = typer.Option(None, "--chunk-size", help="Index chunks of N tokens instead of whole documents."),
+    chunk_overlap: int = typer.Option(None, "--chunk-overlap",
+                                      help="Overlap in tokens between chunks (default: chunk size / 8)."),
     chunker: str = typer.Option("recursive", "--chunker", help="Chunker used with --chunk-size."),
     k: int = typer.Option(10, "--k", help="Cut-off for nDCG, recall, MRR and precision (recall@100 is always given)."),
     limit: int = typer.Option(None, "--limit", help="Evaluate only the first N queries."),
@@ -124,6 +131,8 @@ def retrieval(
         raise InvalidRequestError("--k must be >= 1", param="k")
     services = Services(Settings())
     console = Console()
+    if not console.is_terminal:  # piped / captured output: do not squeeze the metric columns to 80 characters
+        console = Console(width=160)
     needs_dense = any(kd != "bm25" for kd in kinds) or rerank == "maxsim" or bool(chunk_size)
     embedder = None
     if needs_dense:
@@ -139,6 +148,7 @@ def retrieval(
                   f"{len(dataset.queries)} queries")
     factories = make_factories(dataset, kinds, embedder=embedder, llm_factory=lambda: services.llm_client,
                                rerank=rerank, transform=transform, chunk_size=chunk_size, chunker=chunker,
+                               chunk_overlap=chunk_overlap if chunk_overlap is not None else (chunk_size or 0) // 8,
                                alpha=alpha, rerank_candidates=rerank_candidates)
     ks = sorted({k, 100})
     with use_rich_progress():

@@ -1,4 +1,4 @@
-"""CLI: ``aisd exp create|list|show|start|stop|assign|log|analyze|power|simulate|export``.
+"""CLI: ``aisd exp create|list|show|start|stop|assign|log|analyze|power|simulate|attach|export``.
 
 Each command is thin: parse, wire (``Services(Settings())``), call ``aisd.experiments``, print.
 DuckDB allows one writing process per file: stop ``aisd serve`` (or use its HTTP API) while writing from the CLI.
@@ -321,6 +321,18 @@ def simulate(name: str,
     with use_rich_progress():
         r = run(store, name, users=users, days=days, effect=effect, baseline=baseline, seed=seed)
     console.print(f"simulated {r.units} units: {r.exposures} exposures, {r.events} events in {name}")
+
+
+@app.command()
+def attach(name: str, report: Path = typer.Argument(..., help='JSON: {"name", "metrics": {variant: {metric: '
+                                                    'value}}, "n"?, "source"?}')) -> None:
+    """Attach an offline evaluation report (accuracy, F1, BLEU ... per variant) to an experiment."""
+    from aisd.experiments.offline import OfflineReport
+
+    body = json.loads(report.read_text(encoding="utf-8"))
+    rep = _store().attach_report(name, OfflineReport(body.get("name", report.stem), body.get("metrics", {}),
+                                                     body.get("n"), body.get("source", str(report))))
+    console.print(f"attached offline report {rep.name!r} to {name}: {rep.metrics}")
 
 
 @app.command()

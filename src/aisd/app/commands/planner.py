@@ -153,6 +153,8 @@ def memory(model: str = MODEL, precision: str = PRECISION, context: int = typer.
     table.add_column("weights", justify="right")
     for p, n in plan.weights_by_precision.items():
         table.add_row(p, _gb(n))
+    if plan.file_weight_bytes:
+        table.add_row("this GGUF file (stored types)", _gb(plan.file_weight_bytes))
     console.print(table)
     e = plan.estimate
     console.print(_kv_table(
@@ -245,6 +247,7 @@ def latency(model: str = MODEL, gpu: str = typer.Option(None, help="GPU for mode
             tokenization_ms: float = typer.Option(None, help="Default 7.5 (seed: 5-10)."),
             postprocessing_ms: float = typer.Option(None, help="Default 15 (seed: 10-20)."),
             measured: Path = typer.Option(None, help="Engine benchmark JSON (bench/results/engine_*.json)."),
+            measured_row: str = typer.Option(None, help="Pick the result row containing this text (default: first)."),
             json_out: bool = JSON_OUT, catalog: Path = CATALOG) -> None:
     """Latency budget of one request: network, tokenization, prefill, decode x tokens, post-processing."""
     from aisd.planner import latency_budget, load_measured
@@ -254,7 +257,7 @@ def latency(model: str = MODEL, gpu: str = typer.Option(None, help="GPU for mode
     budget = latency_budget(m, cat.gpu(gpu) if gpu else None, precision, prompt_tokens=prompt_tokens,
                             output_tokens=output_tokens, batch=batch, tensor_parallel=tp, network_ms=network_ms,
                             tokenization_ms=tokenization_ms, postprocessing_ms=postprocessing_ms,
-                            measured=load_measured(measured) if measured else None)
+                            measured=load_measured(measured, measured_row) if measured else None)
     if json_out:
         _print_json(budget.to_dict())
         return

@@ -68,7 +68,8 @@ def create(name: str, dim: int = typer.Option(..., help="Vector dimension."),
            metric: str = typer.Option("cosine", help="cosine | dot | l2"),
            index: str = typer.Option(None, help="auto | flat | hnsw | ivf | pq | ivfpq | sq8 (default: settings)"),
            param: list[str] = typer.Option([], "--param", "-p", help="Index parameter key=value, e.g. M=32."),
-           auto_threshold: int = typer.Option(100_000, help="index=auto: rebuild into the advised kind here."),
+           auto_threshold: int = typer.Option(None, help="index=auto: rebuild into the advised kind at this many "
+                                                         "points (default: settings)."),
            payload_index: list[str] = typer.Option([], help="field:keyword or field:numeric (repeatable)."),
            as_json: bool = typer.Option(False, "--json")) -> None:
     """Create a collection."""
@@ -76,7 +77,7 @@ def create(name: str, dim: int = typer.Option(..., help="Vector dimension."),
     try:
         col = services.vector_store.create_collection(
             name, dim=dim, metric=metric, index=index or services.settings.vector.default_index,
-            params=_parse_params(param), auto_threshold=auto_threshold)
+            params=_parse_params(param), auto_threshold=auto_threshold or services.settings.vector.auto_threshold)
         for spec in payload_index:
             field, _, kind = spec.partition(":")
             col.create_payload_index(field, kind or "keyword")

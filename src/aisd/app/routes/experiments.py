@@ -7,6 +7,7 @@ one writer connection with a lock.
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Body, Query, Request
@@ -154,9 +155,11 @@ def log_exposures(request: Request, name: str, body: ExposureBatch) -> dict[str,
 
 @router.get("/{name}/analysis")
 def analysis(request: Request, name: str, ignore_srm: bool = Query(default=False),
-             timeseries: bool = Query(default=True)) -> dict[str, Any]:
+             timeseries: bool = Query(default=True),
+             as_of: datetime | None = Query(default=None, description="analyse data up to this time (ISO-8601)"),
+             ) -> dict[str, Any]:
     """The full analysis as JSON (results are withheld on a sample ratio mismatch unless ``ignore_srm``)."""
-    return _store(request).analyze(name, ignore_srm=ignore_srm, timeseries=timeseries).to_dict()
+    return _store(request).analyze(name, ignore_srm=ignore_srm, timeseries=timeseries, as_of=as_of).to_dict()
 
 
 @router.post("/{name}/analyze")

@@ -100,6 +100,7 @@ class LatencyRequest(ModelRef):
     tokenization_ms: float | None = Field(None, ge=0)
     postprocessing_ms: float | None = Field(None, ge=0)
     measured: dict[str, Any] | None = Field(None, description="contents of an engine benchmark result file")
+    measured_row: str | None = Field(None, description="pick the result row containing this text")
 
 
 class InlinePrice(BaseModel):
@@ -183,7 +184,8 @@ async def plan_gpus(req: GpusRequest, request: Request) -> dict[str, Any]:
 async def plan_latency(req: LatencyRequest, request: Request) -> dict[str, Any]:
     cat = _catalog(request)
     gpu = cat.gpu(req.gpu) if req.gpu else None
-    measured = measured_from_dict(req.measured, source="request") if req.measured is not None else None
+    measured = (measured_from_dict(req.measured, source="request", row=req.measured_row)
+                if req.measured is not None else None)
     return latency_budget(req.resolve(cat), gpu, req.precision, prompt_tokens=req.prompt_tokens,
                           output_tokens=req.output_tokens, batch=req.batch, tensor_parallel=req.tensor_parallel,
                           network_ms=req.network_ms, tokenization_ms=req.tokenization_ms,

@@ -33,7 +33,7 @@ class CreateCollection(BaseModel):
     metric: str = "cosine"
     index: str | None = None  # default: settings.vector.default_index
     params: dict[str, Any] = Field(default_factory=dict)
-    auto_threshold: int = Field(default=100_000, ge=1)
+    auto_threshold: int | None = Field(default=None, ge=1, description="default: settings.vector.auto_threshold")
     memory_budget_bytes: int | None = Field(default=None, gt=0)
     latency_target_ms: float | None = Field(default=None, gt=0)
     payload_indexes: dict[str, str] = Field(default_factory=dict, description="field -> keyword | numeric")
@@ -97,7 +97,8 @@ def create_collection(body: CreateCollection, request: Request) -> dict[str, Any
     store = services.vector_store
     col = store.create_collection(body.name, dim=body.dim, metric=body.metric,
                                   index=body.index or services.settings.vector.default_index, params=body.params,
-                                  auto_threshold=body.auto_threshold, memory_budget_bytes=body.memory_budget_bytes,
+                                  auto_threshold=body.auto_threshold or services.settings.vector.auto_threshold,
+                                  memory_budget_bytes=body.memory_budget_bytes,
                                   latency_target_ms=body.latency_target_ms)
     for field, kind in body.payload_indexes.items():
         col.create_payload_index(field, kind)

@@ -56,5 +56,15 @@ def encode_key(values: Sequence[Any]) -> str:
     return json.dumps(list(values), separators=(",", ":"), ensure_ascii=False)
 
 
-def dumps(values: dict[str, Any]) -> str:
-    return json.dumps(values, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+try:  # orjson parses a 250-float document ~5x faster than json; the format is plain JSON either way
+    import orjson
+
+    def dumps(values: dict[str, Any]) -> str:
+        return orjson.dumps(values).decode()
+
+    loads = orjson.loads
+except ImportError:  # pragma: no cover - orjson is a declared dependency
+    def dumps(values: dict[str, Any]) -> str:
+        return json.dumps(values, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+    loads = json.loads

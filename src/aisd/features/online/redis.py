@@ -7,12 +7,11 @@ For a cluster, keys of one view share a hash tag (``{view}``) so a batch script 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from aisd.core.errors import ServiceUnavailableError
-from aisd.features.online.base import OnlineRecord, OnlineRow, dumps
+from aisd.features.online.base import OnlineRecord, OnlineRow, dumps, loads
 
 _WRITE = """
 local n = 0
@@ -71,7 +70,7 @@ class RedisOnlineStore:
             for k in keys:
                 pipe.hmget(self._key(view, k), "t", "v")
             results = pipe.execute()
-        return [OnlineRecord(json.loads(v), float(t)) if t is not None else None for t, v in results]
+        return [OnlineRecord(loads(v), float(t)) if t is not None else None for t, v in results]
 
     def _scan(self, view: str) -> list[bytes]:
         return list(self._r.scan_iter(match=f"{self.prefix}:{{{view}}}:*", count=1000))

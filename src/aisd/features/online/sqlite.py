@@ -6,13 +6,12 @@ thread (SQLite connections are not shared across threads without a lock, and WAL
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from aisd.features.online.base import OnlineRecord, OnlineRow, dumps
+from aisd.features.online.base import OnlineRecord, OnlineRow, dumps, loads
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS online (view TEXT NOT NULL, entity_key TEXT NOT NULL,
     event_ts REAL NOT NULL, created_ts REAL NOT NULL, value TEXT NOT NULL,
@@ -82,7 +81,7 @@ class SqliteOnlineStore:
         out: list[OnlineRecord | None] = []
         for k in keys:
             row = found.get(k)
-            out.append(OnlineRecord(json.loads(row[2]), row[1]) if row else None)
+            out.append(OnlineRecord(loads(row[2]), row[1]) if row else None)
         return out
 
     def count(self, view: str) -> int:

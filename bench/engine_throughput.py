@@ -1,0 +1,200 @@
+"""Offline throughput: aisd's engine vs Hugging Face transformers on the same model, prompts and outputs.
+
+Workload (issue 7): 64 requests, prompt lengths uniform in [16, 256] tokens, 128 output tokens each with EOS ignored,
+greedy. Systems, all measured in this run on this machine:
+  - aisd        LLM.generate (continuous batching, paged KV cache, chunked prefill)
+  - hf-seq      transformers `generate`, one request at a time (the baseline). It is slow, so by default it runs on
+                the first --hf-seq-requests requests; its tok/s is a per-request rate, independent of the count.
+  - hf-static   transformers `generate` on left-padded batches of --static-batch requests
+  - hf-cb       transformers' own continuous batching `generate_batch` (when the installed version has it)
+Every figure is output tokens / wall-clock second; ratios are against hf-seq (and hf-cb). Medians over --runs.
+
+    python bench/engine_throughput.py            # full workload
+    python bench/engine_throughput.py --quick    # 16 requests, prompts 16-128, 32 output tokens
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def make_workload(n: int, lo: int, hi: int, vocab_lo: int, vocab_hi: int, seed: int) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[rng.randrange(vocab_lo, vocab_hi) for _ in range(rng.randint(lo, hi))] for _ in range(n)]
+
+
+def bench_aisd(model: str, prompts: list[list[int]], out_len: int, args: argparse.Namespace) -> dict:
+    from aisd.engine import LLM, SamplingParams
+
+    llm = LLM(model, max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
+              num_threads=args.threads, kv_cache_memory_gb=args.kv_cache_gb, dtype=args.dtype)
+    sp = SamplingParams(temperature=0, max_tokens=out_len, ignore_eos=True)
+    llm.generate(prompts[:2], SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))  # warm-up
+    times = []
+    for _ in range(args.runs):
+        t = time.perf_counter()
+        outs = llm.generate(prompts, sp)
+        times.append(time.perf_counter() - t)
+        assert all(len(o.outputs[0].token_ids) == out_len for o in outs)
+    return {"seconds": times, "output_tokens": len(prompts) * out_len}
+
+
+def load_hf(path: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+
+
+def bench_hf_seq(hf, prompts: list[list[int]], out_len: int) -> dict:
+    t = time.perf_counter()
+    with torch.inference_mode():
+        for p in prompts:
+            ids = torch.tensor([p])
+            out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=out_len,
+                              min_new_tokens=out_len, do_sample=False, pad_token_id=0)
+            assert out.shape[1] - len(p) == out_len
+    return {"seconds": [time.perf_counter() - t], "output_tokens": len(prompts) * out_len}
+
+
+def bench_hf_static(hf, prompts: list[list[int]], out_len: int, batch: int) -> dict:
+    t = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(prompts), batch):
+            chunk = prompts[i:i + batch]
+            width = max(map(len, chunk))
+            ids = torch.tensor([[0] * (width - len(p)) + p for p in chunk])  # left padding
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
+            out = hf.generate(ids, attention_mask=mask, max_new_tokens=out_len, min_new_tokens=out_len,
+                              do_sample=False, pad_token_id=0)
+            assert out.shape[1] - width == out_len
+    return {"seconds": [time.perf_counter() - t], "output_tokens": len(prompts) * out_len}
+
+
+def bench_hf_cb(hf, prompts: list[list[int]], out_len: int) -> dict:
+    from transformers import GenerationConfig
+
+    if not hasattr(hf, "generate_batch"):
+        return {"error": "this transformers version has no generate_batch"}
+    cfg = GenerationConfig(max_new_tokens=out_len, do_sample=False, eos_token_id=-1, pad_token_id=0)
+    t = time.perf_counter()
+    with torch.inference_mode():
+        out = hf.generate_batch(inputs=prompts, generation_config=cfg, progress_bar=False)
+    seconds = time.perf_counter() - t
+    n = sum(len(r.generated_tokens) for r in out.values())
+    return {"seconds": [seconds], "output_tokens": n}
+
+
+def tok_s(r: dict) -> float | None:
+    if "seconds" not in r:
+        return None
+    return r["output_tokens"] / statistics.median(r["seconds"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--num-requests", type=int, default=64)
+    ap.add_argument("--min-prompt", type=int, default=16)
+    ap.add_argument("--max-prompt", type=int, default=256)
+    ap.add_argument("--output-len", type=int, default=128)
+    ap.add_argument("--runs", type=int, default=3, help="aisd runs (median); HF systems run once each")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    ap.add_argument("--max-num-seqs", type=int, default=64)
+    ap.add_argument("--max-num-batched-tokens", type=int, default=1024)
+    ap.add_argument("--kv-cache-gb", type=float, default=2.0)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="aisd weights and KV cache")
+    ap.add_argument("--static-batch", type=int, default=16)
+    ap.add_argument("--hf-seq-requests", type=int, default=8)
+    ap.add_argument("--skip", default="", help="comma list of systems to skip: hf-seq,hf-static,hf-cb")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    if args.quick:
+        args.num_requests, args.max_prompt, args.output_len, args.runs = 16, 128, 32, 2
+        args.hf_seq_requests = min(args.hf_seq_requests, 4)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    args.threads = args.threads or cores
+    torch.set_num_threads(args.threads)
+    skip = set(filter(None, args.skip.split(",")))
+
+    from aisd import assets
+    from aisd.engine.loader import resolve_model_path
+
+    path = resolve_model_path(args.model)
+    vocab_hi = 49152 if assets.is_bundled(args.model) else 32000
+    prompts = make_workload(args.num_requests, args.min_prompt, args.max_prompt, 100, vocab_hi, args.seed)
+    load_before = os.getloadavg()
+    print(f"workload: {len(prompts)} requests, prompts {args.min_prompt}-{args.max_prompt} tokens "
+          f"(mean {statistics.mean(map(len, prompts)):.0f}), {args.output_len} output tokens, greedy, EOS ignored; "
+          f"{args.threads} threads on {cores} cores; load average {load_before[0]:.1f}", flush=True)
+
+    results: dict[str, dict] = {}
+    results["aisd"] = bench_aisd(args.model, prompts, args.output_len, args)
+    print(f"aisd: {tok_s(results['aisd']):.1f} tok/s", flush=True)
+    hf = None
+    if not {"hf-seq", "hf-static", "hf-cb"} <= skip:
+        hf = load_hf(path)
+    if "hf-seq" not in skip:
+        results["hf-seq"] = bench_hf_seq(hf, prompts[:args.hf_seq_requests], args.output_len)
+        print(f"hf-seq: {tok_s(results['hf-seq']):.1f} tok/s", flush=True)
+    if "hf-static" not in skip:
+        results["hf-static"] = bench_hf_static(hf, prompts, args.output_len, args.static_batch)
+        print(f"hf-static: {tok_s(results['hf-static']):.1f} tok/s", flush=True)
+    if "hf-cb" not in skip:
+        try:
+            results["hf-cb"] = bench_hf_cb(hf, prompts, args.output_len)
+        except Exception as e:  # noqa: BLE001 - report, do not crash the whole benchmark
+            results["hf-cb"] = {"error": f"{type(e).__name__}: {e}"[:300]}
+        r = results["hf-cb"]
+        print(f"hf-cb: {tok_s(r):.1f} tok/s" if tok_s(r) else f"hf-cb: {r['error']}", flush=True)
+
+    base = tok_s(results.get("hf-seq", {}))
+    cb = tok_s(results.get("hf-cb", {}))
+    rows = []
+    print(f"\n{'system':<11}{'tok/s':>10}{'x hf-seq':>10}{'x hf-cb':>10}{'seconds':>10}{'tokens':>9}")
+    for name, r in results.items():
+        v = tok_s(r)
+        row = {"system": name, "tok_per_s": v, "vs_hf_seq": v / base if v and base else None,
+               "vs_hf_cb": v / cb if v and cb else None, "median_seconds": statistics.median(r["seconds"])
+               if "seconds" in r else None, "output_tokens": r.get("output_tokens"), "error": r.get("error")}
+        rows.append(row)
+        if v is None:
+            print(f"{name:<11}{'n/a':>10}   {r.get('error', '')}")
+            continue
+        print(f"{name:<11}{v:>10.1f}{(row['vs_hf_seq'] or 0):>10.2f}{(row['vs_hf_cb'] or 0):>10.2f}"
+              f"{row['median_seconds']:>10.1f}{r['output_tokens']:>9}")
+    out = {"benchmark": "engine_throughput", "quick": args.quick, "model": args.model,
+           "machine": {"cores": cores, "threads": args.threads, "cpu": platform.processor() or platform.machine(),
+                       "torch": torch.__version__, "python": sys.version.split()[0],
+                       "load_average_before": load_before, "load_average_after": os.getloadavg()},
+           "workload": {"requests": len(prompts), "prompt_min": args.min_prompt, "prompt_max": args.max_prompt,
+                        "output_len": args.output_len, "hf_seq_requests": args.hf_seq_requests,
+                        "static_batch": args.static_batch, "aisd_runs": args.runs,
+                        "max_num_seqs": args.max_num_seqs, "max_num_batched_tokens": args.max_num_batched_tokens,
+                        "dtype": args.dtype},
+           "results": rows, "raw": results,
+           "targets": {"vs_hf_seq": 30.0, "vs_hf_cb": 1.5}}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "engine_throughput_quick.json" if args.quick else "engine_throughput.json"
+    (RESULTS / name).write_text(json.dumps(out, indent=2))
+    print(f"\nwrote {RESULTS / name}")
+
+
+if __name__ == "__main__":
+    main()
