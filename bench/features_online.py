@@ -102,14 +102,22 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
 
 
+CPU: dict[int, list[float]] = {}  # id(list of wall times) -> CPU times of the same calls
+
+
 def time_calls(fn, arg_list: list, warmup: int = 20) -> list[float]:  # noqa: ANN001
+    """Wall time per call; the calling thread's CPU time per call is kept in CPU (on a loaded machine the wall
+    time's tail is mostly the scheduler, which CPU time leaves out)."""
     for a in arg_list[:warmup]:
         fn(a)
-    out = []
+    out, cpu = [], []
     for a in arg_list:
+        c = time.thread_time()
         t = time.perf_counter()
         fn(a)
         out.append(time.perf_counter() - t)
+        cpu.append(time.thread_time() - c)
+    CPU[id(out)] = cpu
     return out
 
 
@@ -189,6 +197,7 @@ def main() -> None:
                                      batches)
                     row = {"store": kind, "mode": "in-process", "features": k, "batch": b, "n": len(lat)}
                     row["p50_ms"], row["p99_ms"] = percentiles(lat)
+                    row["cpu_p50_ms"], row["cpu_p99_ms"] = percentiles(CPU[id(lat)])
                     row["raw_p50_ms"], row["raw_p99_ms"] = percentiles(raw)
                     if kind == "sqlite":
                         marks = ",".join("?" * k)
@@ -245,7 +254,7 @@ def main() -> None:
 
     print(f"\nOnline reads, {entities:,} entities; machine: {os.cpu_count()} cores {platform.machine()}, shared and "
           "loaded (other jobs running); latency in ms")
-    hdr = (f"{'store':<7}{'mode':<11}{'feat':>5}{'batch':>6}{'p50':>9}{'p99':>9}{'raw p99':>9}{'x raw':>7}"
+    hdr = (f"{'store':<7}{'mode':<11}{'feat':>5}{'batch':>6}{'p50':>9}{'p99':>9}{'cpu p99':>9}{'raw p99':>9}{'x raw':>7}"
            f"{'row/feat p99':>13}{'speedup':>8}  published Feast p99 (other hardware, batch 1)")
     print(hdr)
     for r in rows:
@@ -254,13 +263,15 @@ def main() -> None:
               if "rowfeat_p99_ms" in r else " " * 21)
         pub = (f"  python {PUBLISHED_P99['feast python server'][r['features']]:.2f} / go "
                f"{PUBLISHED_P99['feast go server'][r['features']]:.2f}") if r["batch"] == 1 else ""
+        cpu = f"{r['cpu_p99_ms']:9.3f}" if "cpu_p99_ms" in r else " " * 9
         print(f"{r['store']:<7}{r['mode']:<11}{r['features']:>5}{r['batch']:>6}{r['p50_ms']:9.3f}{r['p99_ms']:9.3f}"
-              f"{raw}{rf}{pub}")
+              f"{cpu}{raw}{rf}{pub}")
     target = next((r for r in rows if r["store"] == "sqlite" and r["mode"] == "in-process" and r["features"] == 100
                    and r["batch"] == 1), None)
     if target:
-        print(f"target: in-process SQLite p99 < 1 ms for 100 features at batch 1: {target['p99_ms']:.3f} ms -> "
-              f"{'met' if target['p99_ms'] < 1.0 else 'NOT met'}")
+        print(f"target: in-process SQLite p99 < 1 ms for 100 features at batch 1: wall {target['p99_ms']:.3f} ms -> "
+              f"{'met' if target['p99_ms'] < 1.0 else 'NOT met'}; CPU time p99 {target['cpu_p99_ms']:.3f} ms, "
+              f"p50 {target['p50_ms']:.3f} ms")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"features_online{'_quick' if args.quick else ''}.json"
     out.write_text(json.dumps({"entities": entities, "cores": os.cpu_count(), "rows": rows,

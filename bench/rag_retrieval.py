@@ -100,7 +100,7 @@ def main() -> int:
     from aisd.evals.runner import run_config
 
     limit = 150 if args.quick else None
-    rerank_q = args.rerank_queries or (20 if args.quick else 60)
+    rerank_q = args.rerank_queries or (15 if args.quick else 30)
     embedder = CachedEmbedder(SentenceTransformerEmbedder(num_threads=args.threads), CACHE)
     report: dict[str, Any] = {"machine": {**machine_info(), "load_avg_1m": os.getloadavg()[0],
                                           "note": "2 shared cores, other jobs running: latencies are noisy"},

@@ -217,7 +217,7 @@ def bench_indexes(x: np.ndarray, q: np.ndarray, truth: np.ndarray, args: argpars
                 row["aisd_recall"] = round(recall_at(truth, hit_ids(got)), 4)
                 row["raw_recall"] = round(recall_at(truth, ids), 4)
             faiss.omp_set_num_threads(1)
-            single = q[: min(200, len(q))]
+            single = q[: min(100 if args.quick else 200, len(q))]
             t_a, _ = median_time(lambda: [col.search(v, k=10, params=search or None) for v in single], args.repeats)
             t_r, _ = median_time(lambda: [raw_search(raw, kind, v[None, :], 10, search) for v in single], args.repeats)
             row["aisd_single_query_us"] = round(t_a / len(single) * 1e6, 1)
@@ -466,23 +466,31 @@ def main() -> None:
         "quick": args.quick, "data": "SciFact abstracts+titles and SQuAD2 dev paragraphs split into sentences; "
                                      "queries: SciFact claims + SQuAD questions",
         "int8_embedded_chunks": int8_parts.read_text().split() if int8_parts.exists() else []}
+    out = ROOT / "bench" / "results" / f"vector_ann{'_quick' if args.quick else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every section, so a long run interrupted late keeps what it measured
+        out.write_text(json.dumps(result, indent=2, default=str))
+
     with tempfile.TemporaryDirectory(prefix="aisd-vector-bench-") as tmp:
         work = Path(tmp)
         print("indexes:", file=sys.stderr)
         perm = np.random.default_rng(0).permutation(n)
         result["indexes"] = bench_indexes(x, q, truth, args, work, perm)
+        save()
         if "filters" not in args.skip and (not args.kinds or "hnsw" in args.kinds):
             print("filters:", file=sys.stderr)
             result["filters"] = bench_filters(x, q, args, work, perm)
+            save()
         if "memory" not in args.skip:
             print("memory:", file=sys.stderr)
             np.save(work / "x.npy", x)
             result["memory"] = bench_memory(work / "x.npy", n, int(x.shape[1]), args.quick)
+            save()
         if "wal" not in args.skip:
             result["wal"] = bench_wal(int(x.shape[1]), work, args.repeats)
-    out = ROOT / "bench" / "results" / f"vector_ann{'_quick' if args.quick else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str))
+    result["loadavg_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    save()
     print_tables(result)
     print(f"wrote {out}")
 

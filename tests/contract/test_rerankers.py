@@ -43,7 +43,7 @@ def _llm() -> LLMReranker:
         text = req.messages[-1].content
         passage = text.split("Passage: ", 1)[1].split("\n")[0]
         return str(min(10, 3 * _overlap(QUERY, passage)))
-    return LLMReranker(FakeLLMClient(judge))
+    return LLMReranker(FakeLLMClient(judge), mode="rating")
 
 
 @pytest.fixture(params=["remote", "llm", "maxsim"])

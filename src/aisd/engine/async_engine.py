@@ -156,6 +156,7 @@ class AsyncLLMEngine:
         self._stopping = False
         self._dead: BaseException | None = None
         self.load_error: BaseException | None = None
+        self.is_loading = False  # True while start() reads the model (for /health)
         self._stats: Any = None
         self._throughput = _Throughput()
         self._metrics: EngineMetrics | None = None
@@ -195,11 +196,14 @@ class AsyncLLMEngine:
                                               f"restart the server")
             if self._needs_load:
                 t0 = time.perf_counter()
+                self.is_loading = True
                 try:
                     self.engine.load()
                 except Exception as exc:
                     self.load_error = exc
                     raise
+                finally:
+                    self.is_loading = False
                 self._needs_load = False
                 log.info("engine loaded %s in %.1f s", self.model_name, time.perf_counter() - t0)
             if self._metrics is None:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aisd.core.errors import InvalidRequestError
+from aisd.core.progress import progress
 from aisd.experiments import bayes, sequential, stats
 from aisd.experiments.metrics import DailyStats, UnitStats, daily_stats, exposures_by_day, quantile_stats, unit_stats
 from aisd.experiments.model import Experiment, MetricSpec
@@ -203,7 +204,7 @@ def _analyze_metrics(con: Any, exp: Experiment, end: datetime, result: AnalysisR
                      running_p: dict[tuple[str, str], float]) -> None:
     control = exp.control.name
     rows: list[dict[str, Any]] = []
-    for metric in exp.metrics:
+    for metric in progress(exp.metrics, desc=f"analysing {exp.name}"):
         role = exp.role(metric.name)
         if metric.kind == "quantile":
             qs = quantile_stats(con, exp, metric, end, exp.alpha)

@@ -93,13 +93,19 @@ def assignment(experiment: Experiment, unit_id: str | int, attributes: Mapping[s
     return Assignment(experiment.name, uid, None, b, "traffic")
 
 
-def assign(experiment: Experiment | Mapping[str, Any], unit_id: str | int,
+def assign(experiment: Experiment | Mapping[str, Any] | str, unit_id: str | int,
            attributes: Mapping[str, Any] | None = None) -> str | None:
     """The variant name for ``unit_id`` (None if the unit is outside the experiment's traffic, layer or targeting).
 
+    ``experiment`` is an ``Experiment``, its dict form, or a bare name (the default control/treatment 50/50 split).
     Pure and deterministic: the same experiment definition and unit id give the same variant everywhere.
     """
-    exp = experiment if isinstance(experiment, Experiment) else Experiment.from_dict(dict(experiment))
+    if isinstance(experiment, Experiment):
+        exp = experiment
+    elif isinstance(experiment, str):
+        exp = Experiment(experiment)
+    else:
+        exp = Experiment.from_dict(dict(experiment))
     return assignment(exp, unit_id, attributes).variant
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from aisd.core.errors import ConflictError, InvalidRequestError, NotFoundError
+from aisd.core.errors import ConflictError, InvalidRequestError, NotFoundError, ServiceUnavailableError
 from aisd.experiments import events as ev
 from aisd.experiments.assignment import Assignment, assignment, bucket
 from aisd.experiments.model import Experiment
@@ -60,7 +60,12 @@ class ExperimentStore:
             with self._lock:
                 if self._con is None:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
-                    con = duckdb.connect(str(self.path))
+                    try:
+                        con = duckdb.connect(str(self.path))
+                    except duckdb.IOException as e:  # another process holds the write lock
+                        raise ServiceUnavailableError(
+                            f"experiments database {self.path} is locked by another process (is `aisd serve` "
+                            f"running? use its HTTP API, or stop it): {e}") from None
                     for sql in _SCHEMA:
                         con.execute(sql).fetchall()
                     self._con = con

@@ -212,9 +212,18 @@ class FeatureStore:
         start, end = to_epoch(start_date, "start_date"), to_epoch(end_date, "end_date")
         if end <= start:
             raise InvalidRequestError("end_date must be after start_date", param="end_date")
-        return [materialize_view(self.offline, self.online_store, self.registry, v, start, end,
-                                 chunk_rows=self.config.materialize_chunk_rows, on_chunk=on_chunk)
-                for v in self._online_views(feature_views)]
+        return [r for v in self._online_views(feature_views)
+                if (r := self._materialize_one(v, start, end, on_chunk)) is not None]
+
+    def _materialize_one(self, view: FeatureView, start: float, end: float,
+                         on_chunk: Callable[[ChunkInfo], None] | None) -> MaterializeResult | None:
+        try:
+            return materialize_view(self.offline, self.online_store, self.registry, view, start, end,
+                                    chunk_rows=self.config.materialize_chunk_rows, on_chunk=on_chunk)
+        except NotFoundError:
+            if isinstance(view.source, PushSource):  # a push-fed view with no batch data yet: nothing to copy
+                return None
+            raise
 
     def materialize_incremental(self, end_date: datetime | float | None = None,
                                 feature_views: Sequence[str] | None = None, *,
@@ -225,11 +234,17 @@ class FeatureStore:
         for v in self._online_views(feature_views):
             start = self.registry.materialized_until(v.name)
             if start is None:
-                start = end - v.ttl_seconds if v.ttl_seconds else self.offline.time_range(v)[0]
+                try:
+                    start = end - v.ttl_seconds if v.ttl_seconds else self.offline.time_range(v)[0]
+                except NotFoundError:
+                    if not isinstance(v.source, PushSource):
+                        raise
+                    continue
             if start is None or start >= end:
                 continue
-            out.append(materialize_view(self.offline, self.online_store, self.registry, v, start, end,
-                                        chunk_rows=self.config.materialize_chunk_rows, on_chunk=on_chunk))
+            result = self._materialize_one(v, start, end, on_chunk)
+            if result is not None:
+                out.append(result)
         return out
 
     # ---- push -----------------------------------------------------------------------------------------------------

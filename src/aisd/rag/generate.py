@@ -43,6 +43,8 @@ ONE_SHOT: list[dict[str, str]] = [
     {"role": "assistant", "content": "Mount Everest is 8,849 metres high [1]."},
 ]
 
+STOP = ["\nQuestion:", "\nSources:", "\nAnswer (cite"]
+
 _SOURCE_WORDS = r"(?:sources?|context|documents?|text|passages?|information)"
 _REFUSAL = re.compile(
     r"not (?:found |mentioned |given |stated |provided |available |covered )?in the (?:provided |given |above )?"
@@ -373,7 +375,8 @@ class CitedGenerator:
     # ---- stage 3: the model ----
     @staticmethod
     def _sampling(cfg: GenerationConfig) -> dict[str, Any]:
-        params: dict[str, Any] = {"max_tokens": cfg.max_tokens, "temperature": cfg.temperature}
+        # small models continue the prompt's pattern ("Question: ..." again): stop there
+        params: dict[str, Any] = {"max_tokens": cfg.max_tokens, "temperature": cfg.temperature, "stop": STOP}
         if cfg.frequency_penalty:
             params["frequency_penalty"] = cfg.frequency_penalty
         return params

@@ -19,7 +19,7 @@ from aisd.core.errors import InvalidRequestError, UnsupportedError
 from aisd.core.hashing import sha256_hex
 from aisd.core.progress import progress
 from aisd.embed.base import Embedder
-from aisd.llm.client import LLMClient, ask
+from aisd.llm.client import LLMClient, ask, chat_request
 from aisd.search.rerank import Reranker, RerankResult, order_results
 
 RERANKERS = ("maxsim", "llm", "cross-encoder:PATH", "remote:URL#MODEL")
@@ -37,26 +37,70 @@ def parse_rating(text: str) -> float | None:
     return float(m.group(0)) if m else None
 
 
-class LLMReranker:
-    """Pointwise LLM relevance (as in RankGPT's pointwise baseline; Sun et al. 2023): each passage is rated 0-10
-    independently. A reply without a number scores ``fallback`` (below every rating) so first-stage order decides;
-    equal ratings keep first-stage order. ``max_chars`` trims long passages to respect small context windows."""
+YES_NO_SYSTEM = ("You judge search results. Answer Yes if the passage is relevant to the query (it answers or "
+                 "directly supports it), otherwise answer No.")
+YES_NO_PROMPT = "Query: {query}\nPassage: {passage}\nIs the passage relevant to the query? Answer Yes or No."
+MODES = ("yes-no", "rating")
 
-    def __init__(self, llm: LLMClient, *, max_chars: int = 1200, max_tokens: int = 4, fallback: float = -1.0,
-                 system: str = LLM_SYSTEM, prompt: str = LLM_PROMPT) -> None:
+
+def yes_no_score(response: Any) -> float | None:
+    """log P(Yes) - log P(No) of the first generated token, from its top logprobs (the relevance-generation score of
+    monoT5, Nogueira et al. 2020, and HELM's ranking prompts); None when the response carries no logprobs. A word
+    missing from the top list gets one nat below the least likely listed token."""
+    try:
+        first = response.choices[0].logprobs.content[0]
+    except (AttributeError, IndexError, TypeError):
+        return None
+    tops = list(first.top_logprobs) or [first]
+    floor = min(t.logprob for t in tops) - 1.0
+
+    def lp(word: str) -> float:
+        vals = [t.logprob for t in tops if t.token.strip().lower() == word]
+        return max(vals) if vals else floor
+    return lp("yes") - lp("no")
+
+
+class LLMReranker:
+    """Pointwise LLM relevance: each passage is judged independently (RankGPT's pointwise baseline, Sun et al. 2023).
+
+    ``mode="yes-no"`` (default) asks Yes/No for one token with logprobs and scores log P(Yes) - log P(No), which
+    even a 135M-parameter model orders sensibly; when the server returns no logprobs the reply text decides (Yes = 1,
+    No = -1). ``mode="rating"`` asks for a 0-10 number. A reply without a usable answer scores ``fallback`` (below
+    every answer) so first-stage order decides; ties keep first-stage order. ``max_chars`` trims long passages."""
+
+    def __init__(self, llm: LLMClient, *, mode: str = "yes-no", max_chars: int = 1200, max_tokens: int = 4,
+                 fallback: float = -100.0, system: str | None = None, prompt: str | None = None) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
         if max_chars < 1:
             raise ValueError(f"max_chars must be >= 1, got {max_chars}")
         self.llm = llm
+        self.mode = mode
         self.max_chars = max_chars
         self.max_tokens = max_tokens
         self.fallback = fallback
-        self.system, self.prompt = system, prompt
+        self.system = system or (YES_NO_SYSTEM if mode == "yes-no" else LLM_SYSTEM)
+        self.prompt = prompt or (YES_NO_PROMPT if mode == "yes-no" else LLM_PROMPT)
         self.name = "llm"
-        self.unparsed = 0  # replies without a rating, for reports
+        self.unparsed = 0  # replies without a usable answer, for reports
 
     def score(self, query: str, passage: str) -> float:
-        reply = ask(self.llm, self.prompt.format(query=query, passage=passage[:self.max_chars]), system=self.system,
-                    max_tokens=self.max_tokens, temperature=0.0)
+        text = self.prompt.format(query=query, passage=passage[:self.max_chars])
+        if self.mode == "yes-no":
+            request = chat_request([{"role": "system", "content": self.system}, {"role": "user", "content": text}],
+                                   max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=10)
+            response = self.llm.chat(request)
+            score = yes_no_score(response)
+            if score is not None:
+                return score
+            word = response.text.strip().lower()
+            if word.startswith("yes"):
+                return 1.0
+            if word.startswith("no"):
+                return -1.0
+            self.unparsed += 1
+            return self.fallback
+        reply = ask(self.llm, text, system=self.system, max_tokens=self.max_tokens, temperature=0.0)
         rating = parse_rating(reply)
         if rating is None:
             self.unparsed += 1

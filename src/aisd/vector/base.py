@@ -7,10 +7,9 @@ Euclidean distance (so ``-score`` is the squared distance FAISS reports).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -24,9 +23,11 @@ PointId = str | int
 Payload = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Hit:
-    """One search result: the point's id, its score (higher is better) and payload (and vector if asked)."""
+class Hit(NamedTuple):
+    """One search result: the point's id, its score (higher is better) and payload (and vector if asked).
+
+    A NamedTuple rather than a frozen dataclass: building hits is the per-result cost of a search, and a tuple is
+    built ~4x faster. The payload is the stored object itself: treat it as read-only."""
 
     id: PointId
     score: float
@@ -237,7 +238,3 @@ def check_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= 10_000:
         raise InvalidRequestError(f"k must be an integer in [1, 10000], got {k!r}", param="k")
     return int(k)
-
-
-def finite(x: float) -> float:
-    return x if math.isfinite(x) else float("-inf")

@@ -54,7 +54,7 @@ def test_same_answer_in_another_process_with_another_hash_seed() -> None:
 
 def test_integer_and_string_ids_agree_and_dict_specs_work() -> None:
     exp = Experiment("x")
-    assert assign(exp, 42) == assign(exp, "42") == assign({"name": "x"}, "42")
+    assert assign(exp, 42) == assign(exp, "42") == assign({"name": "x"}, "42") == assign("x", "42")
 
 
 def test_buckets_are_uniform_chi_square_over_100k_ids() -> None:

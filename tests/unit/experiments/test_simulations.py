@@ -123,3 +123,27 @@ def test_srm_false_alarm_rate_is_about_the_threshold() -> None:
     p = sps.chi2.sf(((counts - 5000) ** 2 / 5000).sum(1), 1)
     assert stats.srm_test(counts[0], [1, 1]).p_value == pytest.approx(p[0], rel=1e-9)
     assert float((p < 0.001).mean()) < 0.003
+
+
+def test_ratio_quantile_and_relative_intervals_have_nominal_error_rates() -> None:
+    """A/A false-positive rates of the delta-method ratio and order-statistic quantile tests, and the coverage of the
+    delta-method relative interval under a real effect."""
+    rng = np.random.default_rng(9)
+    sims, n = 1000, 1000
+    ratio_p, quant_p, covered = [], [], 0
+    for _ in range(sims):
+        den_a, den_b = rng.poisson(3, n) + 1.0, rng.poisson(3, n) + 1.0
+        num_a, num_b = rng.binomial(den_a.astype(int), 0.3) * 1.0, rng.binomial(den_b.astype(int), 0.3) * 1.0
+        ra = (num_a.sum() / den_a.sum(), stats.ratio_delta_var(num_a, den_a))
+        rb = (num_b.sum() / den_b.sum(), stats.ratio_delta_var(num_b, den_b))
+        ratio_p.append(stats.ratio_test(ra, rb).p_value)
+        xa, xb = np.sort(rng.lognormal(0, 1, n)), np.sort(rng.lognormal(0, 1, n))
+        lo, hi = stats.order_statistic_ranks(n, 0.9)
+        mid = round(0.9 * (n - 1))
+        quant_p.append(stats.quantile_test(xa[mid], xa[lo], xa[hi], xb[mid], xb[lo], xb[hi], n, n).p_value)
+        ya, yb = rng.exponential(1.0, n), rng.exponential(1.1, n)
+        r = stats.welch_ttest(n, ya.sum(), (ya * ya).sum(), n, yb.sum(), (yb * yb).sum(), relative=True)
+        covered += r.ci_low <= 0.1 <= r.ci_high
+    assert 0.03 <= float((np.array(ratio_p) < 0.05).mean()) <= 0.07
+    assert float((np.array(quant_p) < 0.05).mean()) <= 0.07  # order-statistic bounds are slightly conservative
+    assert covered / sims == pytest.approx(0.95, abs=0.02)

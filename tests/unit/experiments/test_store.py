@@ -190,3 +190,15 @@ def test_metric_spec_parsing() -> None:
         MetricSpec.parse("revenue")
     with pytest.raises(ValueError, match="column must be one of"):
         MetricSpec.parse("x=mean(purchase.price)")
+
+
+def test_a_second_writer_process_gets_a_clear_503(store: ExperimentStore) -> None:
+    import subprocess
+    import sys
+
+    store.con  # noqa: B018 - this process now holds the file's write lock
+    code = ("from aisd.experiments.store import ExperimentStore\n"
+            f"try:\n    ExperimentStore({str(store.path)!r}).con\n"
+            "except Exception as e:\n    print(type(e).__name__, e.status_code, e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("ServiceUnavailableError 503") and "locked by another process" in out

@@ -99,3 +99,20 @@ def test_clear_errors(store: FeatureStore) -> None:
         store.get_historical_features(ent.drop(columns=["event_timestamp"]), ["driver_stats:conv_rate"])
     with pytest.raises(InvalidRequestError, match="clash"):
         store.get_historical_features(ent.assign(conv_rate=1.0), ["driver_stats:conv_rate"])
+
+
+def test_memory_limit_is_enforced_and_named(repo: Path) -> None:
+    """The join runs inside DuckDB's memory limit; when even spilling cannot fit, the error says which setting."""
+    import numpy as np
+
+    from aisd.core.errors import ServiceUnavailableError
+    from aisd.features import FeatureStoreConfig, OfflineConfig
+
+    store = FeatureStore(repo, FeatureStoreConfig(offline=OfflineConfig(memory_limit="1MB", threads=1)))
+    store.apply_repo()
+    n = 50_000
+    ent = pd.DataFrame({"driver_id": np.random.default_rng(0).integers(1000, 1004, n),
+                        "event_timestamp": [T0 + timedelta(hours=2)] * n})
+    with pytest.raises(ServiceUnavailableError, match="duckdb_memory_limit"):
+        store.get_historical_features(ent, ["driver_stats:city"]).to_df()
+    store.close()

@@ -120,3 +120,21 @@ def test_bad_push_writes_nothing(store: FeatureStore) -> None:
         store.push("driver_stats_push", good, to="sideways")
     assert store.online_store.count("driver_stats") == 0
     assert store.offline.pushed_files("driver_stats_push") == []
+
+
+def test_push_only_view_starts_empty(tmp_path: Path) -> None:
+    """A push-fed view may be applied before its batch source has any file; pushes then feed both stores."""
+    from aisd.features import Entity, FeatureView, Field, FileSource, Int64, PushSource
+
+    src = PushSource("clicks_push", FileSource("data/clicks.parquet", created_timestamp_column="created"))
+    view = FeatureView("clicks", [Entity("user", ["user_id"], Int64)], [Field("n", Int64)], src)
+    store = FeatureStore(tmp_path, clock=ManualClock(T0 + timedelta(hours=1)))
+    store.apply([view])
+    assert store.materialize(T0, T0 + timedelta(days=1)) == []
+    assert store.materialize_incremental(T0 + timedelta(days=1)) == []
+    store.push("clicks_push", {"user_id": [1], "event_timestamp": [T0], "n": [5]}, to="online_and_offline")
+    assert store.get_online_features(["clicks:n"], {"user_id": [1]}).to_dict()["n"] == [5]
+    hist = store.get_historical_features(pd.DataFrame({"user_id": [1], "event_timestamp": [T0 + timedelta(hours=1)]}),
+                                         ["clicks:n"]).to_df()
+    assert hist["n"].tolist() == [5]
+    store.close()

@@ -172,8 +172,8 @@ def test_length_cut_answer_is_tidied_and_penalty_is_sent() -> None:
     step = ans.trace[-1].detail
     assert step["finish_reason"] == "length" and step["repeated_sentences"] == 1 and step["unfinished_sentence"] == 1
     assert llm.requests[0].frequency_penalty == 0.4
-    assert CitedGenerator(FakeLLMClient(), embedder=EMB)._sampling(GenerationConfig()) == {"max_tokens": 256,
-                                                                                          "temperature": 0.0}
+    assert CitedGenerator(FakeLLMClient(), embedder=EMB)._sampling(GenerationConfig()) == {
+        "max_tokens": 256, "temperature": 0.0, "stop": ["\nQuestion:", "\nSources:", "\nAnswer (cite"]}
 
 
 def test_one_shot_and_best_last_prompt() -> None:

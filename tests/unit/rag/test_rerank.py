@@ -24,15 +24,44 @@ def test_llm_reranker_orders_by_rating_and_falls_back() -> None:
         text = req.messages[-1].content
         return "9" if "lava" in text else ("I cannot say" if "ash" in text else "3")
     llm = FakeLLMClient(judge)
-    rr = LLMReranker(llm, max_chars=200)
+    rr = LLMReranker(llm, mode="rating", max_chars=200)
     out = rr.rerank("volcano", ["cats", "molten lava", "volcanic ash", "dogs"])
     assert [r.index for r in out] == [1, 0, 3, 2]
-    assert out[0].score == 9.0 and out[-1].score == -1.0 and rr.unparsed == 1
+    assert out[0].score == 9.0 and out[-1].score == -100.0 and rr.unparsed == 1
     req = llm.requests[0]
     assert req.messages[0].role == "system" and "0 (unrelated) to 10" in req.messages[0].content
     assert req.max_tokens == 4 and req.temperature == 0.0
     assert len(rr.rerank("q", ["x" * 5000], top_n=1)) == 1
     assert len(llm.requests[-1].messages[-1].content) < 400  # passage trimmed to max_chars
+
+
+def test_llm_reranker_yes_no_logprobs_and_text_fallback() -> None:
+    from aisd.llm.schema import (ChatChoice, ChatCompletionResponse, ChatMessage, ChoiceLogprobs, TokenLogprob,
+                                 TopLogprob)
+
+    def response(yes: float, no: float) -> ChatCompletionResponse:
+        tops = [TopLogprob(token="No", logprob=no), TopLogprob(token=" yes", logprob=yes),
+                TopLogprob(token="The", logprob=-9.0)]
+        lp = ChoiceLogprobs(content=[TokenLogprob(token="No", logprob=no, top_logprobs=tops)])
+        return ChatCompletionResponse(model="m", choices=[ChatChoice(index=0, message=ChatMessage(
+            role="assistant", content="No"), logprobs=lp)])
+
+    class LogprobLLM(FakeLLMClient):
+        def chat(self, request):
+            self.requests.append(request)
+            relevant = "lava" in request.messages[-1].content
+            return response(-0.5, -1.5) if relevant else response(-3.0, -0.2)
+
+    llm = LogprobLLM()
+    out = LLMReranker(llm).rerank("volcano", ["cats", "molten lava"])
+    assert [r.index for r in out] == [1, 0]
+    assert out[0].score == pytest.approx(1.0) and out[1].score == pytest.approx(-2.8)
+    req = llm.requests[0]
+    assert req.logprobs and req.top_logprobs == 10 and req.max_tokens == 1
+    text_only = LLMReranker(FakeLLMClient(lambda r: "Yes" if "lava" in r.messages[-1].content else "No."))
+    assert [r.score for r in text_only.rerank("v", ["lava", "cat"])] == [1.0, -1.0]
+    with pytest.raises(ValueError, match="yes-no, rating"):
+        LLMReranker(FakeLLMClient(), mode="pairwise")
 
 
 def test_maxsim_math_matches_brute_force() -> None:

@@ -10,14 +10,14 @@ from serving_support import wait_until
 
 from aisd.core.errors import InvalidRequestError, ModelNotFoundError, UnsupportedError
 from aisd.engine.async_engine import AsyncLLMEngine
-from aisd.engine.openai_serving import (
-    OpenAIServing,
+from aisd.engine.openai_convert import (
     chat_logprobs,
     completion_logprobs,
     resolve_max_tokens,
     sampling_kwargs,
     top_entries,
 )
+from aisd.engine.openai_serving import OpenAIServing
 from aisd.llm.schema import ChatCompletionRequest, CompletionRequest
 
 

@@ -179,3 +179,15 @@ def test_client_disconnect_aborts_and_frees_blocks(tmp_path: Path, stream: bool)
             assert services.engine.get_stats().num_running == 0 and services.engine.num_in_flight() == 0
     finally:
         services.engine.close()
+
+
+def test_health_before_the_engine_starts(tmp_path: Path) -> None:
+    services = make_services(tmp_path, FakeLLMEngine())
+    services.settings.engine.load_on_startup = False
+    with TestClient(create_app(services.settings, services)) as client:
+        assert client.get("/health").json()["engine"] == {"status": "not loaded", "model": "fake-model"}
+        services.engine.is_loading = True
+        assert client.get("/health").json()["engine"]["status"] == "loading"
+        services.engine.is_loading = False
+        assert client.get("/v1/models").status_code == 200  # the first /v1 call starts the engine
+        assert client.get("/health").json()["engine"]["status"] == "ready"

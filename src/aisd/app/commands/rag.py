@@ -94,7 +94,7 @@ def ask(question: str = typer.Argument(..., help="The question."),
         stream: bool = typer.Option(False, "--stream", help="Print the answer as it is generated."),
         trace: bool = typer.Option(False, "--trace", help="Print every step with its timing."),
         as_json: bool = typer.Option(False, "--json", help="Print the whole answer as JSON.")) -> None:
-    """Answer a question from the ingested documents, with [n] citations and the numbered sources."""
+    """Answer a question from the ingested documents, with numbered citations, then the numbered sources."""
     from aisd.core.errors import InvalidRequestError
 
     flt = None

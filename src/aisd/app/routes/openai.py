@@ -159,7 +159,8 @@ def health(services: Any) -> dict[str, Any]:
         return {"engine": {"status": "error", "model": services.settings.engine.model,
                            "error": str(engine.errored or engine.load_error)}}
     if not engine.is_running:
-        return {"engine": {"status": "not loaded", "model": engine.model_name}}
+        return {"engine": {"status": "loading" if engine.is_loading else "not loaded",
+                           "model": services.settings.engine.model}}
     stats = engine.get_stats()
     return {"engine": {"status": "ready", "model": engine.model_name, "max_model_len": engine.max_model_len,
                        "num_running": stats.num_running, "num_waiting": stats.num_waiting,
