@@ -33,7 +33,7 @@ class EngineSettings(BaseModel):
     enable_chunked_prefill: bool = True
     max_waiting_requests: int = Field(default=256, ge=1)
     num_threads: int | None = None
-    load_on_startup: bool = True
+    load_on_startup: bool = False  # `aisd serve` turns it on; otherwise the model loads on the first /v1 call
     num_gpu_blocks: int | None = None  # KV blocks; None = derived from kv_cache_memory_gb
     dtype: str = "float32"  # float32 | bfloat16
     seed: int = 0

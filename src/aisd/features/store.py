@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -284,7 +284,3 @@ def _load_definitions(registry: Registry) -> Definitions:
     for o in registry.list("feature_service"):
         d.services[o.name] = FeatureService.from_spec(o.spec)
     return d
-
-
-def as_timedelta(seconds: float | None) -> timedelta | None:
-    return timedelta(seconds=seconds) if seconds else None

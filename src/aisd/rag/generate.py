@@ -228,6 +228,7 @@ def strip_invalid_citations(text: str, valid: set[int]) -> str:
     return re.sub(r"\s+([.,;:!?])", r"\1", _CITATION.sub(fix, text)).strip()
 
 
+_LOOP = re.compile(r"((?:\S+\s*){1,4}?)\1{4,}")  # a 1-4 word pattern repeated 5+ times in a row
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+(?:\s*\[[\d,\s\-\u2013]+\])*|\n|$)")
 
 
@@ -236,6 +237,13 @@ def tidy_answer(text: str, truncated: bool) -> tuple[str, dict[str, int]]:
     unfinished tail after the last complete sentence; the rest of the text (line breaks, lists) is kept as written.
     Returns the text and the counts of what was removed."""
     text = text.strip()
+    loop = _LOOP.search(text)  # "(not (not (not (not ..." - a degenerate token loop: cut it and what follows
+    looped = 0
+    if loop is not None:
+        head = text[: loop.start()]
+        line_start = head.rfind("\n")
+        text = (head[:line_start] if line_start > 0 else head).rstrip()  # the loop's line is not kept
+        truncated, looped = True, 1
     out: list[str] = []
     seen: set[str] = set()
     repeats = 0
@@ -259,7 +267,7 @@ def tidy_answer(text: str, truncated: bool) -> tuple[str, dict[str, int]]:
         if ends and ends[-1] < len(result.rstrip()):
             result, cut = result[: ends[-1]].rstrip(), 1
     result = re.sub(r"[ \t]+\n", "\n", re.sub(r"\n{3,}", "\n\n", result))
-    return result, {"repeated_sentences": repeats, "unfinished_sentence": cut}
+    return result, {"repeated_sentences": repeats, "unfinished_sentence": cut, "token_loop": looped}
 
 
 def is_refusal(text: str) -> bool:

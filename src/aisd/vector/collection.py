@@ -8,6 +8,7 @@ Files in the collection directory: ``collection.json`` (config), ``snapshot.bin`
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -449,11 +450,15 @@ class Collection:
             scores, slots = self._execute(plan, q, k, mask, overrides)
             ids, payloads, vecs = self._storage.ids, self._storage.payloads, self._storage.vectors
             new = tuple.__new__  # Hit(...) via tuple.__new__: per-hit cost is most of aisd's overhead over FAISS
+            nones = itertools.repeat(None)
             out = []
             for row_s, row_i in zip(scores.tolist(), slots.tolist(), strict=True):
                 if with_vectors:
                     out.append([new(Hit, (ids[s], sc, payloads[s], vecs[s].tolist()))
                                 for sc, s in zip(row_s, row_i, strict=True) if s >= 0])
+                elif -1 not in row_i:  # the common case, without a per-hit branch
+                    out.append([new(Hit, t) for t in zip(map(ids.__getitem__, row_i), row_s,
+                                                         map(payloads.__getitem__, row_i), nones, strict=False)])
                 else:
                     out.append([new(Hit, (ids[s], sc, payloads[s], None))
                                 for sc, s in zip(row_s, row_i, strict=True) if s >= 0])

@@ -151,7 +151,8 @@ def test_tidy_answer_drops_loops_and_unfinished_tail() -> None:
     from aisd.rag.generate import tidy_answer
 
     text, removed = tidy_answer("It checks [1]. It checks. It checks [2]. Another fact. And then it", truncated=True)
-    assert text == "It checks [1]. Another fact." and removed == {"repeated_sentences": 2, "unfinished_sentence": 1}
+    assert text == "It checks [1]. Another fact."
+    assert removed == {"repeated_sentences": 2, "unfinished_sentence": 1, "token_loop": 0}
     assert tidy_answer("- a [1]\n- b [2]", truncated=False)[0] == "- a [1]\n- b [2]"  # layout kept when clean
     assert tidy_answer("Only an unfinished", truncated=True)[0] == "Only an unfinished"
 
@@ -194,3 +195,12 @@ def test_rule_lines_are_removed_from_sources() -> None:
     c = _rc(1, 'The "assert" statement\n**********************\n\nAssert statements ...')
     CitedGenerator(llm, embedder=EMB).generate("q", [c])
     assert "****" not in llm.requests[0].messages[-1].text()
+
+
+def test_token_loops_are_cut() -> None:
+    from aisd.rag.generate import tidy_answer
+
+    text, removed = tidy_answer("Asserts insert debugging checks:\n\nassert not (not (not (not (not (not (not ()))", False)
+    assert text == "Asserts insert debugging checks:" and removed["token_loop"] == 1
+    text, removed = tidy_answer("A fact [1]. Then no no no no no no no.", False)
+    assert text == "A fact [1]." and removed["token_loop"] == 1

@@ -69,6 +69,7 @@ def register(app: typer.Typer) -> None:
         if log_level:
             settings.server.log_level = log_level
         check_model(eng.model)
+        eng.load_on_startup = True  # load before accepting traffic, not on the first request
         typer.echo(f"aisd serve: model {eng.model} on http://{settings.server.host}:{settings.server.port}/v1 "
                    f"(max_num_seqs={eng.max_num_seqs}, prefix caching {'on' if eng.enable_prefix_caching else 'off'}"
                    f", chunked prefill {'on' if eng.enable_chunked_prefill else 'off'})", err=True)
