@@ -40,12 +40,13 @@ HEADLINE = ("retrieval_hit@k", "retrieval_mrr@k", "squad_em", "squad_f1", "not_i
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="2 articles, 6 questions x 2 runs, bm25 vs hybrid-rrf")
+    ap.add_argument("--quick", action="store_true", help="2 articles, 6 questions x 2 runs (bm25 vs hybrid-rrf)")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--limit", type=int, default=20, help="questions per run")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--articles", type=int, default=4, help="index the first N articles (all: 16)")
-    ap.add_argument("--configs", default="bm25,dense,hybrid-rrf", help=f"comma list of {', '.join(CONFIGS)}")
+    ap.add_argument("--configs", default=None,
+                    help=f"comma list of {', '.join(CONFIGS)} (default bm25,dense,hybrid-rrf; --quick: bm25,hybrid-rrf)")
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--judge", action="store_true", help="also the LLM-judged metrics (slow)")
@@ -53,7 +54,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "rag_generation.json")
     args = ap.parse_args()
     if args.quick:
-        args.articles, args.limit, args.runs, args.configs = 2, 6, 2, "bm25,hybrid-rrf"
+        args.articles, args.limit, args.runs = 2, 6, 2
+        args.configs = args.configs or "bm25,hybrid-rrf"
+    args.configs = args.configs or "bm25,dense,hybrid-rrf"
     if not args.data.exists():
         sys.exit(f"SQuAD data not found at {args.data}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

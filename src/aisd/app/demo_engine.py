@@ -17,6 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import httpx
 
@@ -71,8 +72,9 @@ def _wait_ready(base: str, proc: subprocess.Popen, log_path: Path, timeout: floa
     raise TimeoutError(f"the server was not ready after {timeout:.0f} s:\n{_tail(log_path)}")
 
 
-def stream_chat(base: str, question: str, max_tokens: int, out=sys.stdout) -> DemoResult:
+def stream_chat(base: str, question: str, max_tokens: int, out: TextIO | None = None) -> DemoResult:
     """Stream one chat answer from an OpenAI-compatible server, printing deltas as they arrive."""
+    out = out or sys.stdout  # looked up now: sys.stdout may have been replaced since import
     body = {"messages": [{"role": "user", "content": question}], "max_tokens": max_tokens, "temperature": 0.0,
             "stream": True, "stream_options": {"include_usage": True}}
     parts: list[str] = []

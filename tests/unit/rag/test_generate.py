@@ -6,16 +6,9 @@ import pytest
 
 from aisd.embed.fake import HashingEmbedder
 from aisd.llm.fake import FakeLLMClient
+from aisd.rag.citations import attribute, is_refusal, parse_citations, strip_invalid_citations
 from aisd.rag.documents import Chunk, RetrievedChunk
-from aisd.rag.generate import (
-    NOT_IN_SOURCES,
-    CitedGenerator,
-    GenerationConfig,
-    attribute,
-    is_refusal,
-    parse_citations,
-    strip_invalid_citations,
-)
+from aisd.rag.generate import NOT_IN_SOURCES, CitedGenerator, GenerationConfig
 
 EMB = HashingEmbedder(dim=256)
 
@@ -148,7 +141,7 @@ def test_answer_serialises() -> None:
 
 
 def test_tidy_answer_drops_loops_and_unfinished_tail() -> None:
-    from aisd.rag.generate import tidy_answer
+    from aisd.rag.citations import tidy_answer
 
     text, removed = tidy_answer("It checks [1]. It checks. It checks [2]. Another fact. And then it", truncated=True)
     assert text == "It checks [1]. Another fact."
@@ -198,7 +191,7 @@ def test_rule_lines_are_removed_from_sources() -> None:
 
 
 def test_token_loops_are_cut() -> None:
-    from aisd.rag.generate import tidy_answer
+    from aisd.rag.citations import tidy_answer
 
     text, removed = tidy_answer("Asserts insert debugging checks:\n\nassert not (not (not (not (not (not (not ()))", False)
     assert text == "Asserts insert debugging checks:" and removed["token_loop"] == 1

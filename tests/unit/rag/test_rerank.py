@@ -36,8 +36,14 @@ def test_llm_reranker_orders_by_rating_and_falls_back() -> None:
 
 
 def test_llm_reranker_yes_no_logprobs_and_text_fallback() -> None:
-    from aisd.llm.schema import (ChatChoice, ChatCompletionResponse, ChatMessage, ChoiceLogprobs, TokenLogprob,
-                                 TopLogprob)
+    from aisd.llm.schema import (
+        ChatChoice,
+        ChatCompletionResponse,
+        ChatMessage,
+        ChoiceLogprobs,
+        TokenLogprob,
+        TopLogprob,
+    )
 
     def response(yes: float, no: float) -> ChatCompletionResponse:
         tops = [TopLogprob(token="No", logprob=no), TopLogprob(token=" yes", logprob=yes),

@@ -60,8 +60,8 @@ def test_cancelling_a_stream_aborts_the_request_and_frees_its_blocks() -> None:
                     pass
 
             task = asyncio.create_task(consume())
-            await asyncio.sleep(0.2)
-            assert fake.stats.num_running == 1 and fake.stats.num_free_blocks < fake.num_blocks
+            assert await asyncio.to_thread(wait_until, lambda: fake.stats.num_running == 1)
+            assert fake.stats.num_free_blocks < fake.num_blocks
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -75,6 +75,8 @@ def test_cancelling_a_stream_aborts_the_request_and_frees_its_blocks() -> None:
 
 
 def test_breaking_out_of_the_loop_aborts(fake: FakeLLMEngine, engine: AsyncLLMEngine) -> None:
+    fake.step_delay = 0.01
+
     async def run() -> None:
         stream = await engine.add_request("early", "abc", SamplingParams(temperature=0, max_tokens=10_000))
         it = aiter(stream)
@@ -117,7 +119,9 @@ def test_retry_after_is_waiting_over_throughput_clamped() -> None:
     assert retry_after_seconds(1, 100.0, 60) == 1
 
 
-def test_engine_validation_errors_reach_the_caller(engine: AsyncLLMEngine) -> None:
+def test_engine_validation_errors_reach_the_caller(fake: FakeLLMEngine, engine: AsyncLLMEngine) -> None:
+    fake.step_delay = 0.01  # keep "dup" running while the second one arrives
+
     async def run() -> None:
         with pytest.raises(InvalidRequestError) as info:
             await engine.add_request("long", "x" * 1000, SamplingParams())

@@ -32,6 +32,7 @@ def test_stream_and_early_break_abort(fake: FakeLLMEngine, engine: AsyncLLMEngin
         chunks = list(client.chat_stream(req))
         assert "".join(c.choices[0].delta.content or "" for c in chunks) == client.chat(req).text
         assert chunks[-1].choices[0].finish_reason == "length"
+        fake.step_delay = 0.01  # slow enough that the break comes before the end
         long = chat_request([{"role": "user", "content": "hi"}], max_tokens=200)
         for i, _ in enumerate(client.chat_stream(long)):
             if i == 2:
