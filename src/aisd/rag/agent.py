@@ -63,9 +63,15 @@ JUDGE_PROMPT = ("Context:\n{context}\n\nQuestion: {question}\n"
 
 
 def parse_route(text: str) -> str | None:
-    """The first routing keyword in a reply (case-insensitive), or None."""
-    m = re.search(r"\b(retrieve|direct|decompose)\b", text, re.IGNORECASE)
-    return m.group(1).lower() if m else None
+    """The routing keyword the reply starts with (case-insensitive), or None. Only the first word counts: small
+    models echo the option list ("RETRIEVE, DIRECT or DECOMPOSE"), which must not pick an option."""
+    m = re.match(r"\W*(retrieve|direct|decompose)\b", text, re.IGNORECASE)
+    if m is None:
+        return None
+    rest = text[m.end():]
+    if re.search(r"\b(retrieve|direct|decompose)\b", rest, re.IGNORECASE):  # the whole list echoed back
+        return None
+    return m.group(1).lower()
 
 
 @dataclass(frozen=True)

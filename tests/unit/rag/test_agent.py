@@ -47,8 +47,11 @@ def _agent(llm: FakeLLMClient, **cfg: object) -> AgenticRAG:
 
 
 def test_parsers() -> None:
-    assert parse_route("I think RETRIEVE.") == "retrieve" and parse_route("Decompose it") == "decompose"
-    assert parse_route("hmm") is None
+    assert parse_route("RETRIEVE.") == "retrieve" and parse_route("Decompose it") == "decompose"
+    assert parse_route("**Direct**") == "direct"
+    assert parse_route("hmm") is None and parse_route("I think RETRIEVE") is None
+    assert parse_route("REVES, DIRECT or DEC") is None  # SmolLM2-135M echoing the options
+    assert parse_route("RETRIEVE, DIRECT or DECOMPOSE") is None
     assert parse_judgement("YES, it does") == parse_judgement("yes")
     assert parse_judgement("Yes").sufficient is True
     j = parse_judgement("NO. Better search query: break statement loop")
