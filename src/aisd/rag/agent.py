@@ -84,7 +84,10 @@ def parse_judgement(text: str) -> Judgement:
     """YES / NO (the first one that appears) and, after NO, a follow-up query if the judge wrote one."""
     m = re.search(r"\b(yes|no)\b", text, re.IGNORECASE)
     if not m:
-        return Judgement(None, None)
+        # prose such as "The context does not answer the question" is a NO without a follow-up query
+        negative = re.search(r"\b(?:does not|doesn't|do not|don't|cannot|can't) (?:answer|contain|mention|say)|"
+                             r"not enough|insufficient", text, re.IGNORECASE)
+        return Judgement(False, None) if negative else Judgement(None, None)
     if m.group(1).lower() == "yes":
         return Judgement(True, None)
     rest = clean_line(text[m.end():].lstrip(" .,:;-\n"))

@@ -57,6 +57,7 @@ def test_parsers() -> None:
     j = parse_judgement("NO. Better search query: break statement loop")
     assert j.sufficient is False and j.next_query == "break statement loop"
     assert parse_judgement("No").next_query is None and parse_judgement("maybe").sufficient is None
+    assert parse_judgement("The context does not answer the question. It says ...") == parse_judgement("NO")
 
 
 def test_retrieve_then_judge_sufficient() -> None:
