@@ -69,6 +69,11 @@ def _rows(results: list[Any], baseline: str = "bm25") -> list[dict[str, Any]]:
     return rows
 
 
+def _save(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def _llm_factory() -> Any:
     try:
         from aisd.app.settings import EngineSettings
@@ -114,6 +119,7 @@ def main() -> int:
         results = _grid(name, ds, embedder, kinds, [0.3, 0.5, 0.7])
         report["datasets"][name] = {"documents": len(ds.corpus), "queries": len(ds.queries), "split": ds.split,
                                     "results": _rows(results)}
+        _save(args.out, report)
 
     # rerankers: the same first stage with and without reranking, on the same query subsample
     llm = None if args.no_llm else _llm_factory()
@@ -137,6 +143,7 @@ def main() -> int:
                                              f"top {args.rerank_candidates} candidates"))
         report["datasets"][name]["rerank"] = {"queries": len(sub.queries), "candidates": args.rerank_candidates,
                                               "results": _rows(rr_results)}
+        _save(args.out, report)  # keep what is done if a later (slow) stage is interrupted
     sci = {r["config"]: r["ndcg@10"] for r in report["datasets"]["scifact-train"]["results"]}
     best_hybrid = max(v for k, v in sci.items() if k.startswith("hybrid"))
     report["targets"] = {"scifact_bm25_ndcg@10": [sci.get("bm25"), TARGETS["bm25"]],
@@ -146,8 +153,7 @@ def main() -> int:
     report["python"] = platform.python_version()
     s = embedder.stats()
     report["embedding_cache"] = {"hits": s.hits, "misses": s.misses, "hit_rate": round(s.hit_rate, 4)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    _save(args.out, report)
     print("\ntargets (SciFact train nDCG@10, measured vs target):")
     for k, (got, want) in report["targets"].items():
         print(f"  {k:32s} {got:.4f} vs {want:.2f}  {'OK' if got is not None and got >= want else 'MISS'}")

@@ -436,6 +436,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--kinds", nargs="*", help="only these index kinds")
+    ap.add_argument("--tag", default="", help="suffix for the results file (runs of a subset)")
     ap.add_argument("--partial", action="store_true", help="run on the chunks embedded so far (< 50k possible)")
     ap.add_argument("--skip", nargs="*", default=[], help="skip sections: filters memory wal")
     args = ap.parse_args()
@@ -466,7 +467,8 @@ def main() -> None:
         "quick": args.quick, "data": "SciFact abstracts+titles and SQuAD2 dev paragraphs split into sentences; "
                                      "queries: SciFact claims + SQuAD questions",
         "int8_embedded_chunks": int8_parts.read_text().split() if int8_parts.exists() else []}
-    out = ROOT / "bench" / "results" / f"vector_ann{'_quick' if args.quick else ''}.json"
+    tag = f"_{args.tag}" if args.tag else ""
+    out = ROOT / "bench" / "results" / f"vector_ann{'_quick' if args.quick else ''}{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:  # after every section, so a long run interrupted late keeps what it measured
