@@ -302,13 +302,17 @@ def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096
 x = np.load(sys.argv[1], mmap_mode="r")[: int(sys.argv[3])]
-x = np.ascontiguousarray(x)
+x = np.array(x)  # a private copy, so reading the file during the build does not count
 kind, p = sys.argv[2].split(":", 1)
 p = json.loads(p)
 train_n = min(len(x), 39 * p["nlist"]) if "nlist" in p else min(len(x), 10000)
 faiss.omp_set_num_threads(2)
+import ctypes
+trim = ctypes.CDLL("libc.so.6").malloc_trim  # hand freed training buffers back so RSS shows what the index holds
+trim(0)
 before = rss()
 index = build_raw(kind, p, x, train_n)
+trim(0)
 print(json.dumps({"rss_growth": rss() - before}))
 """
 
