@@ -91,12 +91,21 @@ def bench_hf_cb(hf, prompts: list[list[int]], out_len: int) -> dict:
 
     if not hasattr(hf, "generate_batch"):
         return {"error": "this transformers version has no generate_batch"}
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
     cfg = GenerationConfig(max_new_tokens=out_len, do_sample=False, eos_token_id=-1, pad_token_id=0)
+    # size the paged cache explicitly: on CPU the automatic sizing has no GPU memory to go by
+    pages = sum((len(p) + out_len) // 256 + 1 for p in prompts)
+    cb = ContinuousBatchingConfig(num_blocks=pages + 8, max_batch_tokens=512)
     t = time.perf_counter()
-    with torch.inference_mode():
-        out = hf.generate_batch(inputs=prompts, generation_config=cfg, progress_bar=False)
+    # no inference_mode here: generate_batch runs its loop in its own thread and updates its tensors in place
+    with torch.no_grad():
+        out = hf.generate_batch(inputs=prompts, generation_config=cfg, continuous_batching_config=cb,
+                                progress_bar=False)
     seconds = time.perf_counter() - t
     n = sum(len(r.generated_tokens) for r in out.values())
+    if n < len(prompts) * out_len:
+        return {"error": f"generate_batch returned {n} of {len(prompts) * out_len} tokens (requests failed)"}
     return {"seconds": [seconds], "output_tokens": n}
 
 
@@ -162,7 +171,7 @@ def main() -> None:
         except Exception as e:  # noqa: BLE001 - report, do not crash the whole benchmark
             results["hf-cb"] = {"error": f"{type(e).__name__}: {e}"[:300]}
         r = results["hf-cb"]
-        print(f"hf-cb: {tok_s(r):.1f} tok/s" if tok_s(r) else f"hf-cb: {r['error']}", flush=True)
+        print(f"hf-cb: {tok_s(r):.1f} tok/s" if tok_s(r) else f"hf-cb: {r.get('error')}", flush=True)
 
     base = tok_s(results.get("hf-seq", {}))
     cb = tok_s(results.get("hf-cb", {}))

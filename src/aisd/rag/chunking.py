@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -182,7 +183,7 @@ def _pack(units: list[tuple[int, int]], tokens: TokenIndex, size: int, overlap: 
     return chunks
 
 
-class _BaseChunker:
+class _BaseChunker(ABC):
     name = "base"
 
     def __init__(self, embedder: Embedder, config: ChunkerConfig | None = None) -> None:
@@ -207,8 +208,9 @@ class _BaseChunker:
     def split_many(self, docs: Sequence[Document]) -> list[Chunk]:
         return [c for d in docs for c in self.split(d)]
 
+    @abstractmethod
     def _spans(self, text: str, tokens: TokenIndex) -> list[tuple[int, int]]:
-        raise NotImplementedError
+        ...
 
 
 CHUNKERS: Registry[_BaseChunker] = Registry("chunker")

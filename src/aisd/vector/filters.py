@@ -16,6 +16,7 @@ Evaluation uses payload indexes (``payload_index.py``) where they exist and scan
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -74,11 +75,12 @@ class FilterContext:
         return mask & self.alive
 
 
-class Filter:
+class Filter(ABC):
     """A node of the filter tree."""
 
+    @abstractmethod
     def matches(self, payload: dict[str, Any] | None) -> bool:
-        raise NotImplementedError
+        ...
 
     def indexed_mask(self, ctx: FilterContext) -> np.ndarray | None:
         """Mask from payload indexes alone, or None when some field has no usable index."""

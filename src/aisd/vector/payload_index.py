@@ -8,6 +8,7 @@ cardinalities, so selectivity is measured rather than guessed.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ def _key(v: Any) -> tuple[str, Any]:
     return ("b", v) if isinstance(v, bool) else ("v", v)
 
 
-class PayloadIndex:
+class PayloadIndex(ABC):
     """Base: tracks which slots have the field at all."""
 
     kind = ""
@@ -55,11 +56,13 @@ class PayloadIndex:
     def range_slots(self, gt: Any, gte: Any, lt: Any, lte: Any) -> np.ndarray | None:
         return None
 
+    @abstractmethod
     def _add_values(self, slot: int, values: list[Any]) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _remove_values(self, slot: int, values: list[Any]) -> None:
-        raise NotImplementedError
+        ...
 
 
 class KeywordIndex(PayloadIndex):
