@@ -1,6 +1,6 @@
 """A small, deterministic stand-in for ``aisd.engine.LLMEngine`` with exactly its public interface.
 
-It lets the serving layer (async engine, OpenAI translation, routes) be tested fast and without the model:
+It uses the real output and SamplingParams types, so it cannot drift from them. It lets the serving layer (async engine, OpenAI translation, routes) be tested fast and without the model:
 a character-level tokenizer (token id = code point), a "model" that continues with a fixed text, a block pool with
 reference counts per request, a prefix cache over full prompt blocks, FCFS admission under ``max_num_seqs`` and
 one generated token per running sequence per ``step()``. ``step_delay`` makes steps slow enough to cancel mid-stream.
@@ -15,77 +15,17 @@ import time
 from dataclasses import dataclass, field
 
 from aisd.core.errors import InvalidRequestError
+from aisd.engine.outputs import CompletionOutput, EngineStats, Logprob, RequestMetrics, RequestOutput
+from aisd.engine.sampling import SamplingParams
 
 EOS = 3
 FILLER = "The quick brown fox jumps over the lazy dog. "
 
 
-@dataclass(frozen=True)
-class SamplingParams:
-    n: int = 1
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = -1
-    min_p: float = 0.0
-    seed: int | None = None
-    max_tokens: int | None = 16
-    stop: list[str] | None = None
-    stop_token_ids: list[int] | None = None
-    ignore_eos: bool = False
-    logprobs: int | None = None
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    repetition_penalty: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.n < 1:
-            raise ValueError(f"n must be >= 1, got {self.n}")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-
-
 @dataclass
-class Logprob:
-    logprob: float
-    rank: int | None = None
-    decoded_token: str | None = None
+class _Counters:
+    """Mutable counters behind get_stats(), which returns the real (immutable) EngineStats."""
 
-
-@dataclass
-class CompletionOutput:
-    index: int
-    text: str
-    token_ids: list[int]
-    cumulative_logprob: float | None
-    logprobs: list[dict[int, Logprob]] | None
-    finish_reason: str | None = None
-    stop_reason: int | str | None = None
-
-
-@dataclass
-class RequestMetrics:
-    arrival_time: float
-    first_scheduled_time: float | None = None
-    first_token_time: float | None = None
-    last_token_time: float | None = None
-    finished_time: float | None = None
-
-
-@dataclass
-class RequestOutput:
-    request_id: str
-    prompt: str | None
-    prompt_token_ids: list[int]
-    outputs: list[CompletionOutput]
-    finished: bool
-    num_cached_tokens: int = 0
-    metrics: RequestMetrics | None = None
-
-
-@dataclass
-class EngineStats:
     num_running: int = 0
     num_waiting: int = 0
     kv_cache_usage: float = 0.0
@@ -156,7 +96,7 @@ class FakeLLMEngine:
         self.running: list[_Request] = []
         self.used_blocks = 0
         self.cached_prefixes: set[tuple[int, ...]] = set()
-        self.stats = EngineStats(num_free_blocks=num_blocks, num_total_blocks=num_blocks)
+        self.stats = _Counters(num_free_blocks=num_blocks, num_total_blocks=num_blocks)
         self.aborted: list[str] = []
         self.added: list[tuple[str, list[int], SamplingParams, int]] = []
         self.fail_next_step: Exception | None = None
