@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
+from aisd.app.demo_engine import free_port, stop_server, wait_ready
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -152,20 +153,6 @@ def start_server(port: int, max_num_seqs: int, threads: int | None, log: Path) -
     return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
 
 
-def wait_ready(base: str, proc: subprocess.Popen, log: Path, timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited ({proc.returncode}):\n{log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{base}/health", timeout=2).json().get("engine", {}).get("status") == "ready":
-                return
-        except (httpx.HTTPError, ValueError):
-            pass
-        time.sleep(0.5)
-    raise SystemExit("server not ready in time")
-
-
 def random_prompts(n: int, length: int, seed: int) -> list[list[int]]:
     rng = random.Random(seed)
     # Ids from the middle of the 49,152-token vocabulary: ordinary word pieces, no special tokens.
@@ -190,15 +177,13 @@ def main() -> None:
         args.num_prompts, args.rates, args.output_len, args.sequential_prompts = 8, "1,inf", 32, 2
     rates = [float(r) for r in args.rates.split(",")]
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = Path(tempfile.mkdtemp()) / "serve.log"
     proc = start_server(port, args.max_num_seqs, args.threads, log)
     rows: list[RateResult] = []
     try:
-        wait_ready(base, proc, log)
+        wait_ready(base, proc, log, timeout=600)
         prompts = random_prompts(args.num_prompts, args.input_len, args.seed)
         asyncio.run(run_sequential(base, prompts[:1], 4))  # warm-up
         seq_results, seq_dur = asyncio.run(run_sequential(base, prompts[: args.sequential_prompts], args.output_len))
@@ -215,11 +200,7 @@ def main() -> None:
             row.ttft_p50_vs_sequential = row.ttft_p50_ms / seq.ttft_p50_ms
         stats = httpx.get(f"{base}/health").json().get("engine", {})
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc, timeout=20)
 
     machine = {"cpu_cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                "load_avg_1m": os.getloadavg()[0]}

@@ -40,7 +40,8 @@ class DemoResult:
         return (self.completion_tokens - 1) / decode if self.completion_tokens > 1 and decode > 0 else 0.0
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the OS picks it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -53,7 +54,8 @@ def _tail(path: Path, lines: int = 25) -> str:
         return ""
 
 
-def _wait_ready(base: str, proc: subprocess.Popen, log_path: Path, timeout: float) -> None:
+def wait_ready(base: str, proc: subprocess.Popen, log_path: Path, timeout: float) -> None:
+    """Poll /health until the engine reports ready; raise with the server log's tail if it exits or fails."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -70,6 +72,16 @@ def _wait_ready(base: str, proc: subprocess.Popen, log_path: Path, timeout: floa
             pass
         time.sleep(0.25)
     raise TimeoutError(f"the server was not ready after {timeout:.0f} s:\n{_tail(log_path)}")
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 15) -> None:
+    """Terminate the server subprocess, killing it if it does not exit within ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def stream_chat(base: str, question: str, max_tokens: int, out: TextIO | None = None) -> DemoResult:
@@ -119,7 +131,7 @@ def run(question: str = DEFAULT_QUESTION, *, model: str | None = None, max_token
     except AisdError as e:
         print(f"cannot run the engine demo: {e.message}", file=sys.stderr)
         return None
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", AISD_ENGINE__LOAD_ON_STARTUP="true")
     cmd = [sys.executable, "-m", "aisd.app", "serve", "--host", "127.0.0.1", "--port", str(port), "--model", model,
@@ -130,7 +142,7 @@ def run(question: str = DEFAULT_QUESTION, *, model: str | None = None, max_token
     proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     try:
         t0 = time.perf_counter()
-        _wait_ready(base, proc, log_path, startup_timeout)
+        wait_ready(base, proc, log_path, startup_timeout)
         print(f"server ready in {time.perf_counter() - t0:.1f} s; POST {base}/v1/chat/completions (stream)")
         print(f"\nuser: {question}\nassistant: ", end="", flush=True)
         result = stream_chat(base, question, max_tokens)
@@ -142,12 +154,7 @@ def run(question: str = DEFAULT_QUESTION, *, model: str | None = None, max_token
         print(f"\nengine demo failed: {e}\n(server log: {log_path})", file=sys.stderr)
         return None
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_server(proc)
         log_file.close()
 
 

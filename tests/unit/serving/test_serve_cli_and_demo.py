@@ -60,7 +60,7 @@ def test_demo_reports_a_server_that_died(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
     proc.wait(30)
     with pytest.raises(RuntimeError, match="exited with code 3") as info:
-        demo_engine._wait_ready("http://127.0.0.1:9", proc, log, timeout=10)
+        demo_engine.wait_ready("http://127.0.0.1:9", proc, log, timeout=10)
     assert "the model is corrupt" in str(info.value)
 
 
