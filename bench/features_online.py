@@ -252,9 +252,10 @@ def main() -> None:
         redis_proc.wait(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\nOnline reads, {entities:,} entities; machine: {os.cpu_count()} cores {platform.machine()}, shared and "
-          "loaded (other jobs running); latency in ms")
-    hdr = (f"{'store':<7}{'mode':<11}{'feat':>5}{'batch':>6}{'p50':>9}{'p99':>9}{'cpu p99':>9}{'raw p99':>9}{'x raw':>7}"
+    print(f"\nOnline reads, {entities:,} entities; machine: {os.cpu_count()} cores {platform.machine()}, shared; load average "
+          f"{os.getloadavg()[0]:.1f} at the end; latency in ms")
+    hdr = (f"{'store':<7}{'mode':<11}{'feat':>5}{'batch':>6}{'p50':>9}{'p99':>9}{'cpu p50':>9}{'cpu p99':>9}"
+           f"{'raw p99':>9}{'x raw':>7}"
            f"{'row/feat p99':>13}{'speedup':>8}  published Feast p99 (other hardware, batch 1)")
     print(hdr)
     for r in rows:
@@ -263,18 +264,19 @@ def main() -> None:
               if "rowfeat_p99_ms" in r else " " * 21)
         pub = (f"  python {PUBLISHED_P99['feast python server'][r['features']]:.2f} / go "
                f"{PUBLISHED_P99['feast go server'][r['features']]:.2f}") if r["batch"] == 1 else ""
-        cpu = f"{r['cpu_p99_ms']:9.3f}" if "cpu_p99_ms" in r else " " * 9
+        cpu = f"{r['cpu_p50_ms']:9.3f}{r['cpu_p99_ms']:9.3f}" if "cpu_p99_ms" in r else " " * 18
         print(f"{r['store']:<7}{r['mode']:<11}{r['features']:>5}{r['batch']:>6}{r['p50_ms']:9.3f}{r['p99_ms']:9.3f}"
               f"{cpu}{raw}{rf}{pub}")
     target = next((r for r in rows if r["store"] == "sqlite" and r["mode"] == "in-process" and r["features"] == 100
                    and r["batch"] == 1), None)
     if target:
         print(f"target: in-process SQLite p99 < 1 ms for 100 features at batch 1: wall {target['p99_ms']:.3f} ms -> "
-              f"{'met' if target['p99_ms'] < 1.0 else 'NOT met'}; CPU time p99 {target['cpu_p99_ms']:.3f} ms, "
-              f"p50 {target['p50_ms']:.3f} ms")
+              f"{'met' if target['p99_ms'] < 1.0 else 'NOT met'} (wall p50 {target['p50_ms']:.3f} ms); CPU time p50 "
+              f"{target['cpu_p50_ms']:.3f} ms, p99 {target['cpu_p99_ms']:.3f} ms -> "
+              f"{'met' if target['cpu_p99_ms'] < 1.0 else 'NOT met'} (wall minus CPU is time spent waiting for a core)")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"features_online{'_quick' if args.quick else ''}.json"
-    out.write_text(json.dumps({"entities": entities, "cores": os.cpu_count(), "rows": rows,
+    out.write_text(json.dumps({"entities": entities, "cores": os.cpu_count(), "loadavg": os.getloadavg(), "rows": rows,
                                "published_feast_p99_batch1": PUBLISHED_P99}, indent=2))
     print(f"wrote {out}")
 

@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aisd.features import Entity, FeatureStore, FeatureView, Field, FileSource, Int64
+from aisd.features import Entity, FeatureStore, FeatureStoreConfig, FeatureView, Field, FileSource, Int64, OfflineConfig
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -31,9 +32,10 @@ def naive(rows: list[tuple[int, int, int, int]], key: int, t: int, ttl: int | No
     return {v for ev, cr, v in cands if (ev, cr) == best}
 
 
+@pytest.mark.parametrize("engine", ["memory", "duckdb"])  # NumPy over Arrow, and the spilling SQL query
 @settings(max_examples=35, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(feature_rows, entity_rows, st.sampled_from([None, 0, 3, 5]), st.booleans())
-def test_pit_join_matches_naive_loop(feats, ents, ttl_min, exclude_late) -> None:  # noqa: ANN001
+def test_pit_join_matches_naive_loop(engine, feats, ents, ttl_min, exclude_late) -> None:  # noqa: ANN001
     rows = [(k, ev, d, i) for i, (k, ev, d) in enumerate(feats)]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -46,13 +48,15 @@ def test_pit_join_matches_naive_loop(feats, ents, ttl_min, exclude_late) -> None
         key = Entity("key", ["k"], Int64)
         src = FileSource("f.parquet", timestamp_field="ts", created_timestamp_column="created")
         ttl = None if ttl_min is None else timedelta(minutes=ttl_min)  # 0 means "no expiry", like Feast
-        store = FeatureStore(root)
+        store = FeatureStore(root, FeatureStoreConfig(offline=OfflineConfig(pit_engine=engine)))
         store.apply([FeatureView("a", [key], [Field("v", Int64)], src, ttl=ttl),
                      FeatureView("b", [key], [Field("v", Int64)], src, ttl=None)])
         entity_df = pd.DataFrame({"k": [k for k, _ in ents],
                                   "event_timestamp": [T0 + timedelta(minutes=t) for _, t in ents]})
-        got = store.get_historical_features(entity_df, ["a:v", "b:v"], full_feature_names=True,
-                                            exclude_late=exclude_late).to_df()
+        job = store.get_historical_features(entity_df, ["a:v", "b:v"], full_feature_names=True,
+                                            exclude_late=exclude_late)
+        assert job.engine() == engine
+        got = job.to_df()
         store.close()
     assert got["k"].tolist() == entity_df["k"].tolist()  # same rows, same order
     eff_ttl = ttl_min or None

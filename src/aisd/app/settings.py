@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -89,6 +89,10 @@ class RagSettings(BaseModel):
     semantic_percentile: float = Field(default=10.0, ge=0.0, le=100.0)  # semantic chunker breakpoint
     agent_max_iterations: int = Field(default=3, ge=1)
     agent_route: bool = True
+    # answerability check before generating (aisd.rag.answerability; calibrated thresholds in docs/rag.md):
+    # none | similarity | sentence | coverage | evidence | llm, several joined by "+", each optionally name:threshold
+    answerability: str = "evidence"
+    answerability_sources: int = Field(default=3, ge=1)
 
 
 class FeatureSettings(BaseModel):
@@ -98,6 +102,7 @@ class FeatureSettings(BaseModel):
     redis_prefix: str = "aisd"  # key prefix, so several repositories can share one Redis
     duckdb_memory_limit: str = "2GB"  # offline joins spill to <repo>/.aisd/tmp beyond this
     duckdb_threads: int = Field(default=0, ge=0)  # 0: all cores
+    pit_engine: Literal["auto", "memory", "duckdb"] = "auto"  # memory: NumPy over Arrow; duckdb: one spilling query
     materialize_chunk_rows: int = Field(default=200_000, ge=1)  # rows per checkpointed materialization chunk
 
 

@@ -74,7 +74,8 @@ class Services:
         repo = cfg.repo_path or self.settings.path("features")
         return FeatureStore(repo, FeatureStoreConfig(
             online_store=cfg.online_store, redis_url=cfg.redis_url, redis_prefix=cfg.redis_prefix,
-            offline=OfflineConfig(memory_limit=cfg.duckdb_memory_limit, threads=cfg.duckdb_threads),
+            offline=OfflineConfig(memory_limit=cfg.duckdb_memory_limit, threads=cfg.duckdb_threads,
+                                  pit_engine=cfg.pit_engine),
             materialize_chunk_rows=cfg.materialize_chunk_rows))
 
     # ---- experiments ----------------------------------------------------------------------------------------------

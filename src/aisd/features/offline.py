@@ -28,12 +28,39 @@ class OfflineConfig:
     memory_limit: str = "2GB"  # DuckDB's limit; beyond it operators spill to temp_directory
     threads: int = 0  # 0: DuckDB's default (all cores)
     temp_directory: str = ""  # "" : <repo>/.aisd/tmp
+    # Point-in-time join engine: "memory" matches in NumPy over Arrow columns (fastest; holds the result in memory),
+    # "duckdb" is one SQL query that spills to temp_directory, "auto" picks "memory" while the result is estimated
+    # to fit in half of memory_limit.
+    pit_engine: str = "auto"
 
     def __post_init__(self) -> None:
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
         if not self.memory_limit or not self.memory_limit[0].isdigit():
             raise ValueError(f"memory_limit must look like '2GB' or '512MB', got {self.memory_limit!r}")
+        parse_bytes(self.memory_limit)
+        if self.pit_engine not in PIT_ENGINES:
+            raise ValueError(f"pit_engine {self.pit_engine!r}; expected one of: {', '.join(PIT_ENGINES)}")
+
+    @property
+    def memory_bytes(self) -> int:
+        return parse_bytes(self.memory_limit)
+
+
+PIT_ENGINES = ("auto", "memory", "duckdb")
+_UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+          "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+def parse_bytes(text: str) -> int:
+    """'2GB' / '512MB' / '1.5GiB' -> bytes (DuckDB's units: KB, MB, GB are powers of 1000, KiB... of 1024)."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = (m.group(2).lower() or "b") if m else ""
+    if not m or unit not in _UNITS:
+        raise ValueError(f"memory_limit must look like '2GB' or '512MB', got {text!r}")
+    return int(float(m.group(1)) * _UNITS[unit])
 
 
 def q(name: str) -> str:

@@ -76,6 +76,7 @@ class RetrievalJob:
                  requests: list[ViewRequest], exclude_late: bool) -> None:
         self.offline, self.entity, self.plan = offline, entity, plan
         self._requests, self._exclude_late = requests, exclude_late
+        self._engine: str | None = None  # "auto"'s choice, made once
 
     @property
     def sql(self) -> str:
@@ -122,9 +123,106 @@ class RetrievalJob:
         data.update({o: values[i] for i, o in self.plan.outputs})
         return pa.table(data)
 
+    # ---- engine choice ------------------------------------------------------------------------------------------
+    def engine(self) -> str:
+        """"memory" or "duckdb" (see ``OfflineConfig.pit_engine``). "auto" estimates what the memory engine holds at
+        its peak - the result plus the largest view's candidate rows, at 10 bytes per cell (8 for a value, plus
+        validity and sort arrays) - and picks it while that fits in half the memory limit; otherwise the SQL engine,
+        which stays within the limit by spilling, so large exports and huge sources still finish."""
+        choice = self.offline.config.pit_engine
+        if choice != "auto":
+            return choice
+        if self._engine is None:
+            if self.entity.path:
+                import pyarrow.parquet as pq
+
+                rows = pq.ParquetFile(self.entity.path).metadata.num_rows
+            else:
+                rows = len(self.entity.frame)
+            cells = rows * (len(self.entity.columns) + sum(len(r.features) for r in self._requests))
+            budget = self.offline.config.memory_bytes // 2
+            if cells * 10 <= budget:
+                con = self.offline.connect()
+                try:  # Parquet answers count(*) from its footer; CSV sources are read once
+                    largest = max((con.execute(f"SELECT count(*) FROM {r.source_sql}").fetchone()[0]
+                                   * (len(r.view.join_keys) + 3 + len(r.features)) for r in self._requests),
+                                  default=0)
+                except duckdb.Error as e:
+                    raise _query_error(e) from e
+                finally:
+                    con.close()
+                cells += largest
+            self._engine = "memory" if cells * 10 <= budget else "duckdb"
+        return self._engine
+
+    def _entity_table(self) -> Any:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.entity.path:
+            return pq.read_table(self.entity.path)
+        table = self.entity.frame
+        return table if isinstance(table, pa.Table) else pa.Table.from_pandas(table, preserve_index=False)
+
+    def _memory_join(self) -> Any | None:
+        """The point-in-time join in NumPy over Arrow columns (``asof.py``): per view one DuckDB query for its
+        candidate rows, one sort of those and one binary search per entity row; results come out in entity order, so
+        there is no re-join and no final sort. None when a view's key types cannot be matched this way."""
+        import numpy as np
+        import pyarrow as pa
+
+        from aisd.features.asof import asof_match, key_ids
+        from aisd.features.pit import view_rows_sql
+
+        entity = self._entity_table()
+        t_us, t_ok = _epoch_us(entity.column(self.entity.timestamp_column))
+        columns, names = list(entity.columns), list(entity.column_names)
+        orders: dict[tuple[str, ...], Any] = {}
+        con = self.offline.connect()
+        try:
+            for vr in self._requests:
+                spec = view_rows_sql(vr, self._exclude_late)
+                rows = con.sql(spec.sql).to_arrow_table()
+                if rows.num_rows == 0:  # nothing to match: every value is NULL
+                    for feat, out in zip(vr.features, vr.output_names, strict=True):
+                        columns.append(pa.nulls(entity.num_rows, rows.schema.field(feat).type))
+                        names.append(out)
+                    continue
+                keys = list(vr.view.join_keys)
+                ids = key_ids([entity.column(k) for k in keys], [rows.column(k) for k in keys])
+                if ids is None:
+                    return None
+                tie = rows.column(spec.tie).to_numpy() if spec.tie else None
+                # Entity rows in (key, time) order, sorted once per set of join keys and shared by the views that
+                # use them (left key ids keep their order from view to view; see asof_match).
+                order = orders.get(tuple(keys))
+                if order is None:
+                    order = orders[tuple(keys)] = np.lexsort((t_us, ids[0]))
+                idx = asof_match(ids[0], t_us, t_ok, ids[1], rows.column(spec.on).to_numpy(), tie, order)
+                if idx is None:
+                    return None
+                ttl = vr.view.ttl_seconds
+                if ttl:  # a match older than t - ttl means nothing fresh exists (every earlier row is older)
+                    fresh_t = rows.column(spec.fresh).to_numpy()
+                    limit = t_us - int(round(ttl * 1_000_000))
+                    idx = np.where((idx >= 0) & (fresh_t[np.clip(idx, 0, None)] >= limit), idx, -1)
+                take = pa.array(idx, mask=idx < 0)
+                for feat, out in zip(vr.features, vr.output_names, strict=True):
+                    columns.append(rows.column(feat).take(take))
+                    names.append(out)
+        except duckdb.Error as e:
+            raise _query_error(e) from e
+        finally:
+            con.close()
+        return pa.Table.from_arrays(columns, names=names)
+
     def to_arrow(self) -> Any:
         import pyarrow as pa
 
+        if self.engine() == "memory":
+            table = self._memory_join()
+            if table is not None:
+                return self._finish(table) if self.plan.odfvs else table
         con = self._connect()
         try:
             table = con.sql(self.sql).to_arrow_table()
@@ -138,9 +236,18 @@ class RetrievalJob:
         return self.to_arrow().to_pandas()
 
     def to_parquet(self, path: str | Path, batch_rows: int = 100_000) -> Path:
-        """Write the training set to a Parquet file without holding it in memory."""
+        """Write the training set to a Parquet file: streamed by the SQL engine; the memory engine, chosen only when
+        the result fits in half the memory limit, writes its Arrow table."""
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
+        if self.engine() == "memory":
+            table = self._memory_join()
+            if table is not None:
+                import pyarrow.parquet as pq
+
+                # No dictionary encoding: feature columns are mostly distinct floats, and trying costs ~2x the write.
+                pq.write_table(self._finish(table) if self.plan.odfvs else table, str(out), use_dictionary=False)
+                return out
         con = self._connect()
         try:
             if not self.plan.odfvs:
@@ -160,6 +267,21 @@ class RetrievalJob:
         finally:
             con.close()
         return out
+
+
+def _epoch_us(col: Any) -> tuple[Any, Any]:
+    """Entity times as int64 epoch microseconds (naive = UTC, like DuckDB's epoch_us) and a not-NULL mask."""
+    import numpy as np
+    import pyarrow as pa
+
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if pa.types.is_date(col.type):
+        col = col.cast(pa.timestamp("us"))
+    col = col.cast(pa.timestamp("us", tz=col.type.tz), safe=False)  # ns -> us truncates, as DuckDB does
+    ok = np.asarray(col.is_valid())
+    values = col.cast(pa.int64()).fill_null(0).to_numpy()
+    return values, ok
 
 
 def _query_error(e: Exception) -> Exception:

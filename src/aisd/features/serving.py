@@ -9,9 +9,11 @@ ttl at read time; the value comes back null).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
+from operator import itemgetter
 from typing import Any
 
 from aisd.core.errors import InvalidRequestError, NotFoundError
@@ -28,6 +30,16 @@ class ViewPart:
     view: FeatureView
     features: tuple[str, ...]  # every feature read from this view (requested + on-demand inputs)
 
+    @cached_property
+    def internal_names(self) -> tuple[str, ...]:
+        return tuple(f"{self.view.name}__{f}" for f in self.features)
+
+    @cached_property
+    def getter(self) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+        """The features of one stored document as a tuple, in ``features`` order (one C call, not a loop)."""
+        get = itemgetter(*self.features)
+        return get if len(self.features) > 1 else (lambda d: (get(d),))
+
 
 @dataclass(frozen=True)
 class OdfvPart:
@@ -42,6 +54,20 @@ class FeaturePlan:
     outputs: tuple[tuple[str, str], ...]  # (internal view__feature, output name), in request order
     join_keys: tuple[tuple[str, DType], ...]
     request_fields: tuple[Field, ...]
+
+    @cached_property
+    def column_names(self) -> tuple[tuple[str, ...], ...]:
+        """Per view part, the response column of each feature read: the output name when no on-demand view needs
+        the internal ``view__feature`` names (then no renaming pass is needed), else the internal name."""
+        if self.odfvs:
+            return tuple(p.internal_names for p in self.views)
+        final = dict(self.outputs)
+        return tuple(tuple(final[i] for i in p.internal_names) for p in self.views)
+
+    @cached_property
+    def views_in_request_order(self) -> bool:
+        """True when reading view by view already yields the columns in request order (refs grouped by view)."""
+        return [i for p in self.views for i in p.internal_names] == [i for i, _ in self.outputs]
 
 
 def parse_refs(features: Sequence[str] | FeatureService) -> list[tuple[str, str]]:
@@ -128,9 +154,12 @@ class OnlineResponse:
         n = len(next(iter(self.entities.values()))) if self.entities else 0
         results = [{"values": v, "statuses": [PRESENT] * n, "event_timestamps": [None] * n}
                    for v in self.entities.values()]
-        results += [{"values": self.values[f], "statuses": self.statuses[f],
-                     "event_timestamps": [_iso(t) for t in self.event_timestamps.get(f, [None] * n)]}
-                    for f in self.values]
+        iso: dict[int, list[str | None]] = {}  # features of one view share one list of times: format it once
+        for f in self.values:
+            ts = self.event_timestamps.get(f, [None] * n)
+            if id(ts) not in iso:
+                iso[id(ts)] = [_iso(t) for t in ts]
+            results.append({"values": self.values[f], "statuses": self.statuses[f], "event_timestamps": iso[id(ts)]})
         return {"metadata": {"feature_names": [*self.entities, *self.values]}, "results": results}
 
 
@@ -184,7 +213,7 @@ def read_online(plan: FeaturePlan, defs: Definitions, online: OnlineStore, entit
     values: dict[str, list[Any]] = {}
     statuses: dict[str, list[str]] = {}
     stamps: dict[str, list[float | None]] = {}
-    for part in plan.views:
+    for part, names in zip(plan.views, plan.column_names, strict=True):
         view = part.view
         jk = view.join_keys
         keys = [encode_key([entities[k][i] for k in jk]) for i in range(n)] if len(jk) > 1 else \
@@ -192,17 +221,41 @@ def read_online(plan: FeaturePlan, defs: Definitions, online: OnlineStore, entit
         records = online.read(view.name, keys)
         ttl = view.ttl_seconds
         oldest = now - ttl if ttl else None
-        # Per record once: the stored values if fresh, else None; then per feature one comprehension.
-        fresh = [None if r is None or (oldest is not None and r.event_ts < oldest) else r.values for r in records]
-        dead = [NOT_FOUND if r is None else EXPIRED for r in records]
+        # Per record once: a tuple of the wanted values if present and fresh, else None. Then columns by zip(*rows).
+        rows: list[tuple[Any, ...] | None] = []
+        complete = True  # every row present, fresh and without nulls: the common case, statuses all PRESENT
+        for r in records:
+            if r is None or (oldest is not None and r.event_ts < oldest):
+                rows.append(None)
+                complete = False
+                continue
+            try:
+                row = part.getter(r.values)
+            except KeyError:  # a document written before the view gained a feature
+                row = tuple(r.values.get(f) for f in part.features)
+            if complete and None in row:
+                complete = False
+            rows.append(row)
         ts = [None if r is None else r.event_ts for r in records]
-        for feat in part.features:
-            name = f"{view.name}__{feat}"
-            vs = [None if d is None else d.get(feat) for d in fresh]
-            values[name] = vs
-            statuses[name] = [dead[i] if d is None else (PRESENT if v is not None else NULL_VALUE)
-                              for i, (d, v) in enumerate(zip(fresh, vs, strict=True))]
+        if complete:
+            for name, col in zip(names, zip(*rows, strict=True), strict=True):
+                values[name] = list(col)
+                statuses[name] = [PRESENT] * n
+                stamps[name] = ts
+            continue
+        empty = (None,) * len(names)
+        miss = [NOT_FOUND if r is None else EXPIRED for r in records]
+        filled = [empty if row is None else row for row in rows]
+        for name, col in zip(names, zip(*filled, strict=True), strict=True):
+            values[name] = list(col)
+            statuses[name] = [PRESENT if v is not None else (miss[i] if rows[i] is None else NULL_VALUE)
+                              for i, v in enumerate(col)]
             stamps[name] = ts
+    if not plan.odfvs:  # columns already carry their output names
+        if not plan.views_in_request_order:
+            order = [o for _, o in plan.outputs]
+            values, statuses, stamps = ({o: d[o] for o in order} for d in (values, statuses, stamps))
+        return OnlineResponse(entities, values, statuses, stamps)
     for part in plan.odfvs:
         out = run_odfv(part.odfv, values, request, n)
         for feat in part.features:

@@ -57,6 +57,7 @@ class FeatureStore:
         self._defs_version = -1
         self._checked_at = 0.0
         self._plans: dict[Any, FeaturePlan] = {}
+        self._known_keys: tuple[Any, set[str]] = (None, set())  # (definitions, join keys and request fields)
         self._lock = threading.RLock()
         self.offline = OfflineStore(self.repo_path, self.config.offline)
 
@@ -175,8 +176,11 @@ class FeatureStore:
         """Latest values per entity row; values older than a view's ttl come back null with status EXPIRED."""
         defs = self.definitions()
         plan = self._plan(features, full_feature_names)
-        known = {e.join_key for e in defs.entities.values()}
-        known |= {f.name for o in defs.odfvs.values() for rs in o.request_sources for f in rs.schema}
+        cached_defs, known = self._known_keys
+        if cached_defs is not defs:  # once per definitions version, not per call
+            known = {e.join_key for e in defs.entities.values()}
+            known |= {f.name for o in defs.odfvs.values() for rs in o.request_sources for f in rs.schema}
+            self._known_keys = (defs, known)
         return read_online(plan, defs, self.online_store, entity_rows, self.clock.now().timestamp(), known)
 
     def get_historical_features(self, entity_df: Any, features: Sequence[str] | FeatureService,

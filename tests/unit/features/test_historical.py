@@ -116,3 +116,51 @@ def test_memory_limit_is_enforced_and_named(repo: Path) -> None:
     with pytest.raises(ServiceUnavailableError, match="duckdb_memory_limit"):
         store.get_historical_features(ent, ["driver_stats:city"]).to_df()
     store.close()
+
+
+def test_dedupe_keeps_rows_with_null_created_times_and_keyword_feature_names(tmp_path: Path) -> None:
+    """The (keys, event time) dedupe ranks by created time: a NULL created time ranks lowest, a group whose created
+    times are all NULL still yields its row, and feature names that are SQL keywords survive the struct packing."""
+    from aisd.features import Entity, FeatureView, Field, FileSource, Int64
+
+    t1, t2 = T0 + timedelta(hours=1), T0 + timedelta(hours=2)
+    pd.DataFrame({"k": [1, 1, 2, 2, 3], "ts": [t1, t1, t1, t2, t1],
+                  "created": [None, t1, None, None, t2],
+                  "order": [10, 11, 20, 21, 30], "Group": [1, 2, 3, 4, 5]}).to_parquet(tmp_path / "f.parquet")
+    store = FeatureStore(tmp_path)
+    key = Entity("key", ["k"], Int64)
+    store.apply([FeatureView("odd", [key], [Field("order", Int64), Field("Group", Int64)],
+                             FileSource("f.parquet", timestamp_field="ts", created_timestamp_column="created"))])
+    ent = pd.DataFrame({"k": [1, 2, 2, 3, 4], "event_timestamp": [t1, t1, t2, t2, t2]})
+    df = store.get_historical_features(ent, ["odd:order", "odd:Group"]).to_df()
+    # exclude_late: a NULL created time counts as created at the event time; key 3's row (created t2) is hidden at t1
+    late_ent = pd.DataFrame({"k": [1, 2, 2, 3, 3], "event_timestamp": [t1, t1, t2, t1, t2]})
+    late = store.get_historical_features(late_ent, ["odd:order"], exclude_late=True).to_df()["order"]
+    store.close()
+    assert late.iloc[[0, 1, 2, 4]].tolist() == [11, 20, 21, 30] and pd.isna(late.iloc[3])
+    assert df["order"].tolist()[:4] == [11, 20, 21, 30]  # key 1: the non-NULL created wins the tie
+    assert df["Group"].tolist()[:4] == [2, 3, 4, 5]  # values of one row stay together
+    assert pd.isna(df["order"].iloc[4])  # unknown key
+
+
+def test_auto_engine_holds_small_results_in_memory_and_hands_large_ones_to_sql(repo: Path) -> None:
+    """``pit_engine="auto"``: the NumPy engine while result + largest view fit in half the memory limit, else the
+    spilling SQL query; both give the same training set, and an invalid engine name is refused."""
+    from aisd.features import FeatureStoreConfig, OfflineConfig
+
+    ent = _entities([(1001, 1.5), (1002, 2.5), (1003, 6.0), (1004, 2), (1001, -1)] * 20_000)  # 100k rows
+    refs = ["driver_stats:conv_rate", "driver_stats:city", "driver_profile:avg_daily_trips"]
+    frames, chosen = {}, {}
+    for limit, engine in (("2GB", "auto"), ("8MB", "auto"), ("2GB", "duckdb")):
+        store = FeatureStore(repo, FeatureStoreConfig(offline=OfflineConfig(memory_limit=limit, pit_engine=engine)))
+        store.apply_repo()
+        job = store.get_historical_features(ent, refs)
+        chosen[(limit, engine)] = job.engine()
+        if limit == "2GB":
+            frames[engine] = job.to_df()
+        store.close()
+    assert chosen == {("2GB", "auto"): "memory", ("8MB", "auto"): "duckdb",  # 100k x 5 cells x 10 B > 4 MB
+                      ("2GB", "duckdb"): "duckdb"}
+    pd.testing.assert_frame_equal(frames["auto"], frames["duckdb"])
+    with pytest.raises(ValueError, match="auto, memory, duckdb"):
+        OfflineConfig(pit_engine="pandas")

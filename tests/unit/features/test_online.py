@@ -88,3 +88,44 @@ def test_new_apply_is_seen_by_a_long_lived_store(loaded: FeatureStore, repo) -> 
     FeatureStore(repo).apply_repo()  # another process (the CLI) applies
     assert "driver_profile2" in [v.name for v in server.list_feature_views()]
     server.close()
+
+
+def test_sqlite_format_is_versioned_and_foreign_layouts_are_refused(tmp_path) -> None:  # noqa: ANN001
+    import sqlite3
+
+    from aisd.core.errors import CorruptDataError
+    from aisd.features.online.base import OnlineRow
+    from aisd.features.online.sqlite import FORMAT_VERSION, SqliteOnlineStore
+
+    path = tmp_path / "online.db"
+    store = SqliteOnlineStore(path)
+    store.write("v", [OnlineRow("[1]", {"a": 1.5, "b": None}, 10.0)])
+    store.close()
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == FORMAT_VERSION
+    con.execute("PRAGMA user_version = 0")  # a file from before versions were recorded: same layout, stamped
+    con.close()
+    store = SqliteOnlineStore(path)
+    assert store.read("v", ["[1]", "[2]", "[1]"])[0].values == {"a": 1.5, "b": None}
+    store.close()
+    feast_like = tmp_path / "rows.db"  # one row per feature: another layout, refused rather than misread
+    con = sqlite3.connect(feast_like)
+    con.execute("CREATE TABLE online (entity_key BLOB, feature_name TEXT, value BLOB, event_ts TIMESTAMP)")
+    con.close()
+    with pytest.raises(CorruptDataError, match="unknown layout"):
+        SqliteOnlineStore(feast_like)
+    newer = tmp_path / "newer.db"
+    con = sqlite3.connect(newer)
+    con.execute(f"PRAGMA user_version = {FORMAT_VERSION + 1}")
+    con.close()
+    with pytest.raises(CorruptDataError, match="newer"):
+        SqliteOnlineStore(newer)
+
+
+def test_columns_follow_request_order_across_views(loaded: FeatureStore) -> None:
+    refs = ["driver_stats:avg_daily_trips", "driver_profile:avg_daily_trips", "driver_stats:city"]
+    resp = loaded.get_online_features(refs, {"driver_id": [1001, 1002]}, full_feature_names=True)
+    assert list(resp.values) == ["driver_stats__avg_daily_trips", "driver_profile__avg_daily_trips",
+                                 "driver_stats__city"]
+    assert list(resp.statuses) == list(resp.values) == list(resp.event_timestamps)
+    assert resp.values["driver_stats__city"] == ["city1", "city0"]

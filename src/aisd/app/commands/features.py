@@ -217,11 +217,14 @@ def get_historical(entities: Path = typer.Option(..., "--entities", help="Entity
             frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     job = store.get_historical_features(frame, refs, full_feature_names=full_feature_names,
                                         exclude_late=exclude_late)
-    out = job.to_parquet(output)
+    import time
+
     import pyarrow.parquet as pq
 
+    started = time.perf_counter()
+    out = job.to_parquet(output)
     console.print(f"wrote {pq.ParquetFile(out).metadata.num_rows:,} rows x {len(job.output_columns)} columns "
-                  f"to {out}")
+                  f"to {out} ({job.engine()} engine, {time.perf_counter() - started:.1f} s)")
 
 
 @app.command()

@@ -53,6 +53,8 @@ class OnlineStore(Protocol):
 
 def encode_key(values: Sequence[Any]) -> str:
     """The stored form of an entity key: JSON of the join-key values in the view's entity order ('[1001]')."""
+    if len(values) == 1 and type(values[0]) is int:  # the hot case, ~20x cheaper than json.dumps; same text
+        return f"[{values[0]}]"
     return json.dumps(list(values), separators=(",", ":"), ensure_ascii=False)
 
 

@@ -1,7 +1,13 @@
 """SQLite online store: the embedded default. WAL mode so readers never block on a materialization writing.
 
-One table keyed by (view, entity key) WITHOUT ROWID (the primary key is the clustered index), one connection per
-thread (SQLite connections are not shared across threads without a lock, and WAL lets them read concurrently).
+On-disk format 1 (``PRAGMA user_version = 1``): one table ``online(view, entity_key, event_ts, created_ts, value)``
+keyed by (view, entity key) WITHOUT ROWID (the primary key is the clustered index). ``entity_key`` is the JSON array of
+the join-key values (``encode_key``), ``event_ts`` / ``created_ts`` are epoch seconds, ``value`` is one JSON object
+{feature: value} per entity and view, so a read of any number of features is one B-tree lookup and one JSON parse.
+A file with this table but no version (written before versions were recorded) is the same format and is stamped; a
+file with another layout or a newer version is refused with a clear error rather than misread.
+One connection per thread (SQLite connections are not shared across threads without a lock, and WAL lets them read
+concurrently); the read statements are fixed strings, so sqlite3's statement cache keeps them prepared.
 """
 
 from __future__ import annotations
@@ -11,7 +17,12 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from aisd.core.errors import CorruptDataError
 from aisd.features.online.base import OnlineRecord, OnlineRow, dumps, loads
+
+FORMAT_VERSION = 1
+_COLUMNS = ["view", "entity_key", "event_ts", "created_ts", "value"]
+_READ_ONE = "SELECT entity_key, event_ts, value FROM online WHERE view=? AND entity_key=?"
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS online (view TEXT NOT NULL, entity_key TEXT NOT NULL,
     event_ts REAL NOT NULL, created_ts REAL NOT NULL, value TEXT NOT NULL,
@@ -33,7 +44,22 @@ class SqliteOnlineStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._conn().execute(_SCHEMA)
+        self._check_format(self._conn())
+
+    def _check_format(self, conn: sqlite3.Connection) -> None:
+        """Create format 1, stamp an unversioned file of the same layout, refuse anything else."""
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(online)")]
+        if version > FORMAT_VERSION:
+            raise CorruptDataError(f"online store {self.path} has format {version}, newer than this aisd's "
+                                   f"{FORMAT_VERSION}: upgrade aisd, or delete the file and materialize again")
+        if columns and columns != _COLUMNS:
+            raise CorruptDataError(f"online store {self.path} has an unknown layout (table 'online' with columns "
+                                   f"{columns}, expected {_COLUMNS}): delete the file and materialize again")
+        if not columns:
+            conn.execute(_SCHEMA)
+        if version != FORMAT_VERSION:
+            conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -66,23 +92,17 @@ class SqliteOnlineStore:
         if not keys:
             return []
         conn = self._conn()
-        if len(keys) == 1:
-            row = conn.execute("SELECT entity_key, event_ts, value FROM online WHERE view=? AND entity_key=?",
-                               (view, keys[0])).fetchone()
-            found = {row[0]: row} if row else {}
-        else:
-            found = {}
-            for i in range(0, len(keys), 500):  # stay under SQLite's host-parameter limit
-                part = list(dict.fromkeys(keys[i:i + 500]))
-                marks = ",".join("?" * len(part))
-                for row in conn.execute(f"SELECT entity_key, event_ts, value FROM online WHERE view=? "
-                                        f"AND entity_key IN ({marks})", (view, *part)):
-                    found[row[0]] = row
-        out: list[OnlineRecord | None] = []
-        for k in keys:
-            row = found.get(k)
-            out.append(OnlineRecord(loads(row[2]), row[1]) if row else None)
-        return out
+        if len(keys) == 1:  # the hot path: one prepared point lookup
+            row = conn.execute(_READ_ONE, (view, keys[0])).fetchone()
+            return [OnlineRecord(loads(row[2]), row[1]) if row else None]
+        found: dict[str, OnlineRecord] = {}
+        for i in range(0, len(keys), 500):  # one query per 500 keys: under SQLite's host-parameter limit
+            part = list(dict.fromkeys(keys[i:i + 500]))
+            marks = ",".join("?" * len(part))
+            for key, ts, value in conn.execute(f"SELECT entity_key, event_ts, value FROM online WHERE view=? "
+                                               f"AND entity_key IN ({marks})", (view, *part)):
+                found[key] = OnlineRecord(loads(value), ts)  # parsed once per distinct key
+        return [found.get(k) for k in keys]
 
     def count(self, view: str) -> int:
         return self._conn().execute("SELECT count(*) FROM online WHERE view=?", (view,)).fetchone()[0]
