@@ -5,13 +5,19 @@ Data: every sentence of the SciFact abstracts (+ titles) and the SQuAD 2.0 dev p
 queries are real SciFact claims and SQuAD questions. Ground truth is exact inner-product search (IndexFlatIP).
 
 Reported, each beside raw FAISS built with the same parameters in the same run (index_factory):
-  1. per index kind: build time, bytes/vector, recall@10, QPS with 1 thread and all threads (batched), and the
-     per-call latency of single-query search (aisd's Python API overhead shows here);
+  1. per index kind: build time, bytes/vector, recall@10, QPS with 1 thread and all threads (one batched call), and
+     the per-call latency of single-query search (aisd's Python API overhead shows here). Fairness: every side gets
+     the same (nq, d) float32 query matrix and k=10; aisd's time includes validating the queries and building named
+     hits (id, score, payload); the sides run interleaved (a, b, c, a, b, c ...) after a warm-up round. Three QPS
+     ratios: vs the separately built raw index at the same setting; vs raw FAISS *at aisd's recall* (interpolated on
+     raw FAISS's recall/QPS sweep - "equal recall"); and vs the very FAISS index aisd built, searched through FAISS's
+     Python API (identical results, so the ratio is aisd's overhead alone);
   2. filtered search at selectivities 50/10/1/0.1%: the planner's strategy, recall@10 vs exact filtered search,
      QPS; beside raw FAISS HNSW with an IDSelector at its default ef (the usual "filter inside the index" recipe);
   3. PQ memory ratio vs recall loss (8x, 16x, 32x) with and without rescoring;
   4. HNSW recall at typical ef_search;
-  5. advisor memory estimates vs measured RSS growth when building each raw index (fresh subprocess per kind);
+  5. advisor memory estimates vs measured RSS growth (fresh subprocess per kind): of the raw FAISS index, and of a
+     whole aisd collection (index + original vectors + ids) against the advisor's estimated_total_bytes;
   6. WAL upsert throughput under each fsync policy.
 Medians over --repeats runs. `--quick` uses 10k points and 200 queries.
 """
@@ -79,6 +85,8 @@ def embed_cached(texts: list[str], name: str, chunk: int = 2048, *, reverse: boo
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     starts = list(range(0, len(texts), chunk))
     for start in (reversed(starts) if reverse else starts):
+        if out.exists():  # the other worker finished and merged the parts (and removed them)
+            return np.load(out)
         part_file = CACHE / f"{name}.part{start // chunk:04d}.npy"
         if part_file.exists():
             continue
@@ -120,6 +128,34 @@ def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     return float(statistics.median(times)), out
 
 
+def paired_times(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, tuple[float, Any]]:
+    """Median seconds (and last output) of each function, run interleaved - a, b, c, a, b, c, ... - after one
+    warm-up round, so drift in the load of a shared machine hits every side alike instead of whichever ran last."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    outs: dict[str, Any] = {name: fn() for name, fn in fns.items()}  # warm-up: caches, lazily built params
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            outs[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: (float(statistics.median(ts)), outs[name]) for name, ts in times.items()}
+
+
+def qps_at_recall(curve: list[tuple[float, float]], recall: float) -> float | None:
+    """Raw FAISS QPS at a given recall, interpolating its (recall, QPS) sweep linearly in log(QPS) between the two
+    neighbouring settings; None outside the measured recall range (no extrapolation)."""
+    pts = sorted(curve)
+    for (r0, q0), (r1, q1) in zip(pts, pts[1:], strict=False):
+        if r0 <= recall <= r1:
+            if r1 == r0:
+                return max(q0, q1)
+            w = (recall - r0) / (r1 - r0)
+            return float(np.exp((1 - w) * np.log(q0) + w * np.log(q1)))
+    if len(pts) >= 1 and any(abs(r - recall) < 1e-9 for r, _ in pts):
+        return max(q for r, q in pts if abs(r - recall) < 1e-9)
+    return None
+
+
 def recall_at(truth: np.ndarray, got: list[list[int]] | np.ndarray, k: int = 10) -> float:
     return float(np.mean([len(set(t[:k].tolist()) & {i for i in g[:k] if i >= 0}) / k for t, g in zip(truth, got, strict=True)]))
 
@@ -129,9 +165,12 @@ def hit_ids(batch: list) -> list[list[int]]:
 
 
 def factory_string(kind: str, p: dict[str, Any]) -> str:
+    """The same FAISS index aisd builds. "np" = no polysemous training: index_factory's PQ default also trains for
+    polysemous (Hamming) filtering, which aisd does not use - it costs build time and keeps an M x 256 x 256 float
+    SDC table in RAM (25 MiB for m=96) that serialize_index does not show."""
     return {"flat": "Flat", "hnsw": f"HNSW{p.get('M', 32)},Flat", "ivf": f"IVF{p.get('nlist')},Flat",
-            "pq": f"PQ{p.get('m')}x{p.get('nbits', 8)}", "ivfpq": f"IVF{p.get('nlist')},PQ{p.get('m')}x{p.get('nbits', 8)}",
-            "sq8": "SQ8"}[kind]
+            "pq": f"PQ{p.get('m')}x{p.get('nbits', 8)}np",
+            "ivfpq": f"IVF{p.get('nlist')},PQ{p.get('m')}x{p.get('nbits', 8)}np", "sq8": "SQ8"}[kind]
 
 
 def build_raw(kind: str, p: dict[str, Any], x: np.ndarray, train_n: int) -> Any:
@@ -202,6 +241,7 @@ def bench_indexes(x: np.ndarray, q: np.ndarray, truth: np.ndarray, args: argpars
         raw_build = time.perf_counter() - t0
         raw_bytes = len(faiss.serialize_index(raw))
         aisd_bytes = len(col._index.to_bytes())
+        same = col._index._index  # the very FAISS index aisd built, searched through FAISS's own Python API
         for search in sweep:
             row: dict[str, Any] = {"kind": kind, "build_params": p, "search_params": search, "n": n, "dim": d,
                                    "aisd_build_s": round(aisd_build, 2), "raw_build_s": round(raw_build, 2),
@@ -209,23 +249,48 @@ def bench_indexes(x: np.ndarray, q: np.ndarray, truth: np.ndarray, args: argpars
                                    "raw_bytes_per_vector": round(raw_bytes / n, 1)}
             for threads in (1, threads_all):
                 faiss.omp_set_num_threads(threads)
-                t_a, got = median_time(lambda: col.search_batch(q, k=10, params=search or None), args.repeats)
-                t_r, ids = median_time(lambda: raw_search(raw, kind, q, 10, search), args.repeats)
+                # all three get the same (nq, d) float32 query matrix and k=10; aisd's time includes named hits
+                # (ids + scores as named hits, like FAISS's output; "aisd+payload" also fetches each hit's payload)
+                fns = {"aisd": lambda: col.search_batch(q, k=10, params=search or None, with_payload=False),
+                       "raw": lambda: raw_search(raw, kind, q, 10, search),
+                       "same": lambda: raw_search(same, kind, q, 10, search)}
+                if threads == 1:
+                    fns["aisd+payload"] = lambda: col.search_batch(q, k=10, params=search or None)
+                res = paired_times(fns, args.repeats)
+                (t_a, got), (t_r, ids), (t_s, same_ids) = res["aisd"], res["raw"], res["same"]
+                if threads == 1:
+                    row["aisd_qps_1t_with_payload"] = round(len(q) / res["aisd+payload"][0], 1)
                 row[f"aisd_qps_{threads}t"] = round(len(q) / t_a, 1)
                 row[f"raw_qps_{threads}t"] = round(len(q) / t_r, 1)
+                row[f"same_index_qps_{threads}t"] = round(len(q) / t_s, 1)
                 row[f"qps_ratio_{threads}t"] = round(t_r / t_a, 3)
+                row[f"overhead_ratio_{threads}t"] = round(t_s / t_a, 3)
                 row["aisd_recall"] = round(recall_at(truth, hit_ids(got)), 4)
                 row["raw_recall"] = round(recall_at(truth, ids), 4)
+                row["same_index_recall"] = round(recall_at(truth, same_ids), 4)
             faiss.omp_set_num_threads(1)
             single = q[: min(100 if args.quick else 200, len(q))]
-            t_a, _ = median_time(lambda: [col.search(v, k=10, params=search or None) for v in single], args.repeats)
-            t_r, _ = median_time(lambda: [raw_search(raw, kind, v[None, :], 10, search) for v in single], args.repeats)
-            row["aisd_single_query_us"] = round(t_a / len(single) * 1e6, 1)
-            row["raw_single_query_us"] = round(t_r / len(single) * 1e6, 1)
+            res = paired_times({
+                "aisd": lambda: [col.search(v, k=10, params=search or None, with_payload=False) for v in single],
+                "aisd+payload": lambda: [col.search(v, k=10, params=search or None) for v in single],
+                "raw": lambda: [raw_search(raw, kind, v[None, :], 10, search) for v in single],
+                "same": lambda: [raw_search(same, kind, v[None, :], 10, search) for v in single]}, args.repeats)
+            row["aisd_single_query_us"] = round(res["aisd"][0] / len(single) * 1e6, 1)
+            row["aisd_single_query_with_payload_us"] = round(res["aisd+payload"][0] / len(single) * 1e6, 1)
+            row["raw_single_query_us"] = round(res["raw"][0] / len(single) * 1e6, 1)
+            row["same_index_single_query_us"] = round(res["same"][0] / len(single) * 1e6, 1)
+            row["single_query_overhead_ratio"] = round(res["same"][0] / res["aisd"][0], 3)
             rows.append(row)
             print(f"  {kind:6s} {json.dumps(search):20s} recall aisd {row['aisd_recall']:.3f} raw {row['raw_recall']:.3f}"
-                  f"  qps(1t) {row['aisd_qps_1t']:9.1f} vs {row['raw_qps_1t']:9.1f}  ratio {row['qps_ratio_1t']:.2f}",
-                  file=sys.stderr, flush=True)
+                  f"  qps(1t) {row['aisd_qps_1t']:9.1f} vs {row['raw_qps_1t']:9.1f}  ratio {row['qps_ratio_1t']:.2f}"
+                  f"  vs same index {row['overhead_ratio_1t']:.2f}  1-query {row['aisd_single_query_us']:.0f}us vs"
+                  f" {row['same_index_single_query_us']:.0f}us", file=sys.stderr, flush=True)
+        kind_rows = [r for r in rows if r["kind"] == kind and "aisd_qps_1t" in r]
+        for threads in (1, threads_all):  # against raw FAISS's own recall/QPS curve, at aisd's recall
+            curve = [(r["raw_recall"], r[f"raw_qps_{threads}t"]) for r in kind_rows]
+            for r in kind_rows:
+                at = qps_at_recall(curve, r["aisd_recall"])
+                r[f"qps_ratio_equal_recall_{threads}t"] = None if at is None else round(r[f"aisd_qps_{threads}t"] / at, 3)
         if kind == "pq":
             for m in ((d // 2, d // 8) if not args.quick else (d // 8,)):
                 pq = {"m": m, "nbits": 8}
@@ -264,7 +329,7 @@ def bench_filters(x: np.ndarray, q: np.ndarray, args: argparse.Namespace, workdi
     raw = build_raw("hnsw", {"M": 32, "ef_construction": 100, "ef_search": 64}, x, 0)
     for sel in (0.5, 0.1, 0.01, 0.001):
         flt = {"rank": {"lt": int(sel * n)}}
-        allowed = np.flatnonzero(perm < sel * n).astype(np.int64)
+        allowed = np.flatnonzero(perm < int(sel * n)).astype(np.int64)  # exactly the points the filter admits
         _, truth = flat.search(q, 10, params=faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed)))
         for label, planner in (("planner", PlannerConfig()), ("approx-routes", PlannerConfig(exact_max_candidates=50))):
             col.planner = planner
@@ -295,7 +360,7 @@ def bench_filters(x: np.ndarray, q: np.ndarray, args: argparse.Namespace, workdi
 
 
 RSS_CHILD = r"""
-import json, sys, numpy as np, faiss
+import ctypes, gc, json, sys, numpy as np, faiss
 sys.path.insert(0, sys.argv[4])
 from vector_ann import build_raw
 def rss():
@@ -307,8 +372,13 @@ kind, p = sys.argv[2].split(":", 1)
 p = json.loads(p)
 train_n = min(len(x), 39 * p["nlist"]) if "nlist" in p else min(len(x), 10000)
 faiss.omp_set_num_threads(2)
-import ctypes
-trim = ctypes.CDLL("libc.so.6").malloc_trim  # hand freed training buffers back so RSS shows what the index holds
+trim = ctypes.CDLL("libc.so.6").malloc_trim  # hand freed buffers back so RSS shows what the index holds
+# Warm-up: build the same kind once on the training sample and throw it away, so the process-lifetime pools a first
+# build creates (OpenBLAS's per-thread buffers for k-means, OpenMP thread stacks, malloc arenas) exist before
+# "before" - otherwise they are charged to the index (20x the index's size for PQ on 10k vectors).
+warm = build_raw(kind, p, x[:train_n], train_n)
+del warm
+gc.collect()
 trim(0)
 before = rss()
 index = build_raw(kind, p, x, train_n)
@@ -317,22 +387,65 @@ print(json.dumps({"rss_growth": rss() - before}))
 """
 
 
-def bench_memory(corpus_file: Path, n: int, d: int, quick: bool) -> list[dict[str, Any]]:
+AISD_RSS_CHILD = r"""
+import ctypes, gc, json, sys, tempfile, numpy as np, faiss
+from aisd.vector import VectorStore
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+x = np.array(np.load(sys.argv[1], mmap_mode="r")[: int(sys.argv[3])])
+kind, p = sys.argv[2].split(":", 1)
+p = json.loads(p)
+faiss.omp_set_num_threads(2)
+trim = ctypes.CDLL("libc.so.6").malloc_trim
+with tempfile.TemporaryDirectory() as tmp:
+    store = VectorStore(tmp, fsync="never")
+    warm = store.create_collection("warm", dim=x.shape[1], metric="dot", index=kind, params=p)  # see RSS_CHILD
+    n_warm = max(p.get("train_size", 0), 1000)
+    warm.upsert(list(range(n_warm)), x[:n_warm])
+    store.drop_collection("warm")
+    del warm
+    gc.collect()
+    trim(0)
+    before = rss()
+    col = store.create_collection(kind, dim=x.shape[1], metric="dot", index=kind, params=p)
+    for s in range(0, len(x), 5000):
+        col.upsert(list(range(s, min(len(x), s + 5000))), x[s:s + 5000])
+    trim(0)
+    print(json.dumps({"rss_growth": rss() - before}))
+    store.close()
+"""
+
+
+def _child_rss(script: str, corpus_file: Path, kind: str, p: dict[str, Any], n: int) -> int:
     import subprocess
 
-    from aisd.vector import estimate_index_bytes
+    out = subprocess.run([sys.executable, "-c", script, str(corpus_file), f"{kind}:{json.dumps(p)}", str(n),
+                          str(Path(__file__).parent)], capture_output=True, text=True, check=True)
+    return int(json.loads(out.stdout.strip().splitlines()[-1])["rss_growth"])
+
+
+def bench_memory(corpus_file: Path, n: int, d: int, quick: bool) -> list[dict[str, Any]]:
+    """RSS growth of building each kind in a fresh subprocess (raw FAISS index; and a whole aisd collection, which
+    also keeps the original float32 vectors, ids and payload slots) against the advisor's estimates."""
+    from aisd.vector import estimate_index_bytes, estimate_total_bytes
 
     rows = []
     for kind, p, _ in index_configs(n, d, quick):
-        out = subprocess.run([sys.executable, "-c", RSS_CHILD, str(corpus_file), f"{kind}:{json.dumps(p)}", str(n),
-                              str(Path(__file__).parent)], capture_output=True, text=True, check=True)
-        measured = json.loads(out.stdout.strip().splitlines()[-1])["rss_growth"]
+        measured = _child_rss(RSS_CHILD, corpus_file, kind, p, n)
         est = estimate_index_bytes(kind, n, d, p)
-        if kind in ("flat", "hnsw", "pq", "sq8"):
-            est -= 40 * n  # raw index_factory indexes have no id map (aisd wraps these kinds in IndexIDMap2)
-        rows.append({"kind": kind, "params": p, "n": n, "estimated_bytes": est, "measured_rss_growth": measured,
-                     "ratio_measured_over_estimate": round(measured / est, 3)})
-        print(f"  {kind:6s} estimate {est / 2**20:8.1f} MiB  measured {measured / 2**20:8.1f} MiB", file=sys.stderr)
+        raw_est = est - 40 * n if kind in ("flat", "hnsw", "pq", "sq8") else est  # raw indexes have no id map
+        train_n = min(n, 39 * p["nlist"]) if "nlist" in p else min(n, 10_000)
+        aisd_p = {**p, "train_size": train_n} if kind in ("ivf", "pq", "ivfpq", "sq8") else dict(p)
+        aisd_measured = _child_rss(AISD_RSS_CHILD, corpus_file, kind, aisd_p, n)
+        aisd_est = estimate_total_bytes(kind, n, d, p)  # the advisor's: index + original vectors + bookkeeping
+        rows.append({"kind": kind, "params": p, "n": n, "estimated_bytes": raw_est, "measured_rss_growth": measured,
+                     "ratio_measured_over_estimate": round(measured / raw_est, 3),
+                     "aisd_estimated_total_bytes": aisd_est, "aisd_measured_rss_growth": aisd_measured,
+                     "aisd_ratio_measured_over_estimate": round(aisd_measured / aisd_est, 3)})
+        print(f"  {kind:6s} raw index: estimate {raw_est / 2**20:8.1f} MiB measured {measured / 2**20:8.1f} MiB | "
+              f"aisd collection: estimate {aisd_est / 2**20:8.1f} MiB measured {aisd_measured / 2**20:8.1f} MiB",
+              file=sys.stderr, flush=True)
     return rows
 
 
@@ -363,23 +476,45 @@ def print_tables(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    c = Console()
+    c = Console(width=190)
     m = result["machine"]
     c.print(f"[bold]aisd.vector vs raw FAISS[/] - {result['n']:,} x {result['dim']} MiniLM sentence embeddings, "
             f"{result['n_queries']} real queries; {m['cpu_count']} cores, load avg {m['loadavg_at_start']} "
             f"(shared, loaded machine); faiss {m['faiss']}; medians of {result['repeats']} runs")
     nt = m["cpu_count"]
-    t = Table("kind", "search", "recall aisd/raw", "QPS 1t aisd/raw (ratio)", f"QPS {m['cpu_count']}t ratio",
-              "1-query us aisd/raw", "build s aisd/raw", "B/vec aisd/raw")
+    if result.get("int8_embedded_chunks"):
+        c.print(f"rows of 2048-sentence chunks {sorted(int(x) for x in result['int8_embedded_chunks'])} were embedded "
+                "with a dynamic-int8 MiniLM (cosine ~0.99 to fp32), the rest in float32")
+    t = Table("kind", "search", "recall aisd/raw", "QPS 1t aisd/raw", "ratio 1t", "ratio 1t @equal recall",
+              f"QPS {nt}t aisd/raw", f"ratio {nt}t", f"ratio {nt}t @equal recall", "build s aisd/raw",
+              "B/vec aisd/raw", title="aisd vs raw FAISS built separately with the same parameters (index_factory)")
+
+    def fmt(v: Any) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
     for r in result["indexes"]:
         if "aisd_qps_1t" not in r:
             continue
         t.add_row(r["kind"], json.dumps(r["search_params"]), f"{r['aisd_recall']:.3f}/{r['raw_recall']:.3f}",
-                  f"{r['aisd_qps_1t']:.0f}/{r['raw_qps_1t']:.0f} ({r['qps_ratio_1t']:.2f})",
-                  f"{r[f'qps_ratio_{nt}t']:.2f}",
-                  f"{r['aisd_single_query_us']:.0f}/{r['raw_single_query_us']:.0f}",
+                  f"{r['aisd_qps_1t']:.0f}/{r['raw_qps_1t']:.0f}", fmt(r["qps_ratio_1t"]),
+                  fmt(r.get("qps_ratio_equal_recall_1t")),
+                  f"{r[f'aisd_qps_{nt}t']:.0f}/{r[f'raw_qps_{nt}t']:.0f}", fmt(r[f"qps_ratio_{nt}t"]),
+                  fmt(r.get(f"qps_ratio_equal_recall_{nt}t")),
                   f"{r['aisd_build_s']:.1f}/{r['raw_build_s']:.1f}",
                   f"{r['aisd_index_bytes_per_vector']:.0f}/{r['raw_bytes_per_vector']:.0f}")
+    c.print(t)
+    t = Table("kind", "search", "recall (identical)", "batch QPS 1t aisd/FAISS", "ratio 1t", f"ratio {nt}t",
+              "1-query us aisd/FAISS", "1-query ratio", "+payload: batch QPS 1t, 1-query us",
+              title="aisd's overhead: the same FAISS index searched through aisd vs through FAISS's Python API")
+    for r in result["indexes"]:
+        if "aisd_qps_1t" not in r:
+            continue
+        t.add_row(r["kind"], json.dumps(r["search_params"]), f"{r['aisd_recall']:.3f}/{r['same_index_recall']:.3f}",
+                  f"{r['aisd_qps_1t']:.0f}/{r['same_index_qps_1t']:.0f}", fmt(r["overhead_ratio_1t"]),
+                  fmt(r[f"overhead_ratio_{nt}t"]),
+                  f"{r['aisd_single_query_us']:.0f}/{r['same_index_single_query_us']:.0f}",
+                  fmt(r["single_query_overhead_ratio"]),
+                  f"{r.get('aisd_qps_1t_with_payload', 0):.0f}, {r.get('aisd_single_query_with_payload_us', 0):.0f}")
     c.print(t)
     t = Table("PQ config", "bytes/vec", "memory ratio vs float32", "recall@10", "recall loss")
     full = 4 * result["dim"]
@@ -399,16 +534,47 @@ def print_tables(result: dict[str, Any]) -> None:
                       f"{r['aisd_recall']:.3f}", f"{r['aisd_qps']:.0f}")
         c.print(t)
     if result.get("memory"):
-        t = Table("kind", "estimate MiB", "measured RSS growth MiB", "measured/estimate")
+        t = Table("kind", "raw index: estimate MiB", "measured RSS MiB", "measured/estimate",
+                  "aisd collection: estimate MiB", "measured RSS MiB", "measured/estimate",
+                  title="advisor memory estimates vs RSS growth measured in a fresh process per kind")
         for r in result["memory"]:
             t.add_row(r["kind"], f"{r['estimated_bytes'] / 2**20:.1f}", f"{r['measured_rss_growth'] / 2**20:.1f}",
-                      f"{r['ratio_measured_over_estimate']:.2f}")
+                      f"{r['ratio_measured_over_estimate']:.2f}", f"{r['aisd_estimated_total_bytes'] / 2**20:.1f}",
+                      f"{r['aisd_measured_rss_growth'] / 2**20:.1f}", f"{r['aisd_ratio_measured_over_estimate']:.2f}")
         c.print(t)
     if result.get("wal"):
         t = Table("fsync", "upserts/s (batches of 20)", "vs never")
         for r in result["wal"]:
             t.add_row(r["fsync"], f"{r['upserts_per_s']:.0f}", f"{r['ratio_vs_never']:.3f}")
         c.print(t)
+    tg = result.get("targets", {})
+    if tg:
+        t = Table("target", "measured", "met", title="issue 2 targets")
+        for name, (value, ok) in tg.items():
+            t.add_row(name, "-" if value is None else f"{value:.3f}", "yes" if ok else "NO")
+        c.print(t)
+
+
+def targets(result: dict[str, Any]) -> dict[str, tuple[float | None, bool]]:
+    """The issue's targets: aisd QPS >= 0.9x raw FAISS at equal recall (1 thread and all threads) and filtered
+    recall >= 0.95 at every selectivity. Worst case over every measured setting."""
+    nt = result["machine"]["cpu_count"]
+    rows = [r for r in result.get("indexes", []) if "aisd_qps_1t" in r]
+    out: dict[str, tuple[float | None, bool]] = {}
+    for t in (1, nt):
+        eq = [r[f"qps_ratio_equal_recall_{t}t"] for r in rows if r.get(f"qps_ratio_equal_recall_{t}t") is not None]
+        same = [r[f"overhead_ratio_{t}t"] for r in rows]
+        if eq:
+            out[f"min QPS ratio vs raw FAISS @equal recall, {t} thread(s) (>= 0.9)"] = (min(eq), min(eq) >= 0.9)
+        if same:
+            out[f"min QPS ratio vs the same FAISS index, {t} thread(s) (>= 0.9)"] = (min(same), min(same) >= 0.9)
+    single = [r["single_query_overhead_ratio"] for r in rows]
+    if single:
+        out["min single-query QPS ratio vs the same FAISS index (1 thread)"] = (min(single), min(single) >= 0.9)
+    filt = [r["aisd_recall"] for r in result.get("filters", []) if r["mode"] == "planner"]
+    if filt:
+        out["min filtered recall@10, default planner, 4 selectivities (>= 0.95)"] = (min(filt), min(filt) >= 0.95)
+    return out
 
 
 def first_parts(name: str, n: int) -> np.ndarray:
@@ -496,6 +662,7 @@ def main() -> None:
         if "wal" not in args.skip:
             result["wal"] = bench_wal(int(x.shape[1]), work, args.repeats)
     result["loadavg_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    result["targets"] = targets(result)
     save()
     print_tables(result)
     print(f"wrote {out}")

@@ -10,7 +10,7 @@
 See docs/vector.md.
 """
 
-from aisd.vector.advisor import Advice, advise, estimate_index_bytes
+from aisd.vector.advisor import Advice, advise, estimate_index_bytes, estimate_total_bytes
 from aisd.vector.base import (
                               METRICS,
                               CollectionConfig,
@@ -32,4 +32,4 @@ INDEX_KINDS = ("auto", "flat", "hnsw", "ivf", "pq", "ivfpq", "sq8")
 
 __all__ = ["Advice", "Collection", "CollectionConfig", "CollectionInfo", "CompactionReport", "DeleteResult", "Filter",
            "Hit", "INDEX_KINDS", "IndexSpec", "METRICS", "PlannerConfig", "Point", "QueryPlan", "ScrollPage",
-           "UpsertResult", "VectorStore", "advise", "estimate_index_bytes", "parse_filter"]
+           "UpsertResult", "VectorStore", "advise", "estimate_index_bytes", "estimate_total_bytes", "parse_filter"]

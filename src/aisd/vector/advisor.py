@@ -22,6 +22,10 @@ SINGLE_NODE_MAX = 100_000_000
 # bandwidth for a modern CPU (measure yours with bench/vector_ann.py).
 SCAN_BYTES_PER_MS = 8e6
 IDMAP_BYTES = 8 + 32  # IndexIDMap2: int64 id array + reverse unordered_map entry (~32 B per node with libstdc++)
+# What a collection keeps per point besides its vector and index entry: the id in a list and in the id -> slot dict
+# (~100 B with CPython dicts), the id int object, the payload slot, the int64 slot -> id array and the alive flag.
+# bench/vector_ann.py's memory section measures ~200-280 B on 10k-50k points (RSS growth of a whole collection).
+POINT_BOOKKEEPING_BYTES = 200
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,7 @@ class Advice:
     kind: str
     params: dict[str, Any]
     estimated_index_bytes: int  # what the FAISS index holds in RAM
-    estimated_total_bytes: int  # + the original float32 vectors a collection keeps
+    estimated_total_bytes: int  # + the original float32 vectors and per-point bookkeeping a collection keeps
     estimated_latency_ms: float  # one query, one thread, rough
     reasons: list[str] = field(default_factory=list)
     shards: int = 1
@@ -89,10 +93,16 @@ def _pow2_nlist(n: int) -> int:
     return int(min(65_536, max(1, 2 ** round(math.log2(max(1.0, 4 * math.sqrt(n)))))))
 
 
+def estimate_total_bytes(kind: str, n: int, dim: int, params: dict[str, Any] | None = None) -> int:
+    """A whole collection in RAM: the index + the original float32 vectors + per-point bookkeeping (payloads
+    themselves not included - they are whatever JSON you store)."""
+    return estimate_index_bytes(kind, n, dim, params) + n * (4 * dim + POINT_BOOKKEEPING_BYTES)
+
+
 def _make(kind: str, n: int, dim: int, params: dict[str, Any], reasons: list[str], shards: int = 1) -> Advice:
     idx = estimate_index_bytes(kind, n, dim, params)
-    return Advice(kind, params, idx, idx + n * 4 * dim, round(estimate_latency_ms(kind, n, dim, params), 3),
-                  reasons, shards)
+    return Advice(kind, params, idx, estimate_total_bytes(kind, n, dim, params),
+                  round(estimate_latency_ms(kind, n, dim, params), 3), reasons, shards)
 
 
 def advise(count: int, dim: int, *, memory_budget_bytes: int | None = None,

@@ -7,6 +7,7 @@ Euclidean distance (so ``-score`` is the squared distance FAISS reports).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -234,7 +235,46 @@ def check_payloads(payloads: Sequence[Any] | None, n: int) -> list[Payload | Non
     return out
 
 
+MAX_K = 10_000
+
+
 def check_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= 10_000:
-        raise InvalidRequestError(f"k must be an integer in [1, 10000], got {k!r}", param="k")
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_K:
+        raise InvalidRequestError(f"k must be an integer in [1, {MAX_K}], got {k!r}", param="k")
     return int(k)
+
+
+_F32 = np.dtype(np.float32)
+
+
+def prepare_vectors(vectors: Any, dim: int, metric: str, *, param: str = "vectors") -> np.ndarray:
+    """Validated (n, dim) float32 C-contiguous rows, L2-normalised for cosine; never modifies the caller's array.
+
+    Fast path for the common single query (a float32, C-contiguous (dim,) or (1, dim) ndarray): one dot product both
+    checks finiteness (NaN/inf propagate into it) and, for cosine, gives the norm; no dtype conversion, no copy for
+    dot/L2. Everything else goes through ``as_matrix``, and cosine normalises in place when that made a private copy.
+    """
+    if (type(vectors) is np.ndarray and vectors.dtype is _F32 and vectors.size == dim and vectors.shape[-1] == dim
+            and vectors.ndim <= 2 and vectors.flags.c_contiguous):
+        flat = vectors if vectors.ndim == 1 else vectors.reshape(dim)
+        sq = float(flat.dot(flat))
+        if math.isfinite(sq):  # else: NaN/inf in the vector, or a float32 overflow - let as_matrix decide
+            q = vectors.reshape(1, dim)
+            if metric != "cosine":
+                return q
+            if sq == 0.0:
+                raise InvalidRequestError(f"{param}[0] is a zero vector, which has no direction for cosine "
+                                          "similarity", param=param)
+            return q * np.float32(1.0 / math.sqrt(sq))  # a new array: the caller's vector is left alone
+    x = as_matrix(vectors, dim, param=param)
+    if metric != "cosine":
+        return x
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))[:, None]  # float64: no overflow for big values
+    if (norms == 0).any():
+        raise InvalidRequestError(f"{param}[{int(np.flatnonzero(norms[:, 0] == 0)[0])}] is a zero vector, which has "
+                                  "no direction for cosine similarity", param=param)
+    owned = not (isinstance(vectors, np.ndarray) and np.may_share_memory(x, vectors))
+    if owned:
+        np.divide(x, norms, out=x, casting="unsafe")  # normalise once, in place, on our private copy
+        return x
+    return np.ascontiguousarray(x / norms, dtype=np.float32)

@@ -68,3 +68,12 @@ def test_memory_estimate_matches_the_serialised_faiss_index(kind: str, params: d
     est = estimate_index_bytes(kind, n, d, {**params, "nlist": params.get("nlist")})
     hash_overhead = 32 * n if kind in ("flat", "hnsw", "pq", "sq8") else 0
     assert abs(est - hash_overhead - actual) / actual < 0.15, (est, actual)
+
+
+def test_total_estimate_adds_original_vectors_and_bookkeeping() -> None:
+    from aisd.vector import estimate_total_bytes
+    from aisd.vector.advisor import POINT_BOOKKEEPING_BYTES
+
+    adv = advise(500_000, 384)
+    assert adv.estimated_total_bytes == estimate_total_bytes(adv.kind, 500_000, 384, adv.params)
+    assert adv.estimated_total_bytes - adv.estimated_index_bytes == 500_000 * (4 * 384 + POINT_BOOKKEEPING_BYTES)

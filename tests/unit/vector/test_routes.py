@@ -34,6 +34,9 @@ def test_collection_lifecycle(client: TestClient) -> None:
     assert body["plan"]["strategy"] == "exact"
     r = client.post("/v1/collections/docs/search", json={"vectors": [[0, 0, 0], [9, 0, 0]], "k": 1})
     assert [[h["id"] for h in row] for row in r.json()["results"]] == [[0], [9]]
+    assert r.json()["results"][1][0]["payload"] == {"lang": "en"}
+    r = client.post("/v1/collections/docs/search", json={"vector": [9, 0, 0], "k": 1, "with_payload": False})
+    assert r.json()["hits"] == [{"id": 9, "score": 0.0, "payload": None}]
     r = client.post("/v1/collections/docs/points/delete", json={"ids": [0, 42]})
     assert r.json() | {"lsn": 0} == {"deleted": 1, "missing": 1, "lsn": 0, "count": 9}
     assert client.post("/v1/collections/docs/points/get", json={"ids": [1]}).json()["points"][0]["payload"] == \

@@ -60,6 +60,7 @@ class Search(BaseModel):
     k: int = Field(default=10, ge=1, le=10_000)
     filter: dict[str, Any] | None = None
     params: dict[str, Any] | None = None
+    with_payload: bool = True
     with_vectors: bool = False
     explain: bool = False
 
@@ -170,13 +171,13 @@ def search(name: str, body: Search, request: Request) -> dict[str, Any]:
         raise InvalidRequestError("give exactly one of `vector` (one query) or `vectors` (a batch)", param="vector")
     if body.vector is not None:
         hits = col.search(body.vector, k=body.k, filter=body.filter, params=body.params,
-                          with_vectors=body.with_vectors)
+                          with_payload=body.with_payload, with_vectors=body.with_vectors)
         out: dict[str, Any] = {"hits": [h.to_dict() for h in hits]}
     else:
         if not body.vectors:
             raise InvalidRequestError("`vectors` must not be empty", param="vectors")
         batch = col.search_batch(body.vectors, k=body.k, filter=body.filter, params=body.params,
-                                 with_vectors=body.with_vectors)
+                                 with_payload=body.with_payload, with_vectors=body.with_vectors)
         out = {"results": [[h.to_dict() for h in hits] for hits in batch]}
     if body.explain:
         out["plan"] = col.explain(body.filter, body.k, body.params).to_dict()
