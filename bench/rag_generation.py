@@ -32,6 +32,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "dense": {"retriever": "dense"},
     "hybrid-rrf": {"retriever": "hybrid-rrf"},
     "hybrid-rrf+agentic": {"retriever": "hybrid-rrf", "mode": "agentic", "agent_max_iterations": 2},
+    # the answerability check before generating (aisd.rag.answerability; thresholds from settings)
+    "hybrid-rrf+coverage": {"retriever": "hybrid-rrf", "answerability": "coverage"},
+    "hybrid-rrf+similarity": {"retriever": "hybrid-rrf", "answerability": "similarity"},
+    "hybrid-rrf+similarity+coverage": {"retriever": "hybrid-rrf", "answerability": "similarity+coverage"},
+    "hybrid-rrf+evidence": {"retriever": "hybrid-rrf", "answerability": "evidence"},
 }
 HEADLINE = ("retrieval_hit@k", "retrieval_mrr@k", "squad_em", "squad_f1", "not_in_sources_accuracy",
             "false_refusal_rate", "faithfulness", "answer_relevancy", "context_relevancy", "faithfulness_judge",
@@ -49,6 +54,8 @@ def main() -> None:
                     help=f"comma list of {', '.join(CONFIGS)} (default bm25,dense,hybrid-rrf; --quick: bm25,hybrid-rrf)")
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--answerability", default="none",
+                    help="answerability check for configs that do not set one (default none: the model alone)")
     ap.add_argument("--judge", action="store_true", help="also the LLM-judged metrics (slow)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for the embedder")
     ap.add_argument("--out", type=Path, default=RESULTS / "rag_generation.json")
@@ -86,7 +93,8 @@ def main() -> None:
         sys.exit(f"unknown configs {unknown}; choose from {list(CONFIGS)}")
     cfg = SquadEvalConfig(limit=args.limit, runs=args.runs, articles=args.articles, judge=args.judge)
     base = {**services.settings.rag.model_dump(), "top_k": args.k, "max_tokens": args.max_tokens,
-            "chunk_size": 256, "chunk_overlap": 0, "one_shot": True, "source_order": "best-last"}
+            "chunk_size": 256, "chunk_overlap": 0, "one_shot": True, "source_order": "best-last",
+            "answerability": args.answerability}
     results: dict[str, Any] = {}
     t_start = time.perf_counter()
     load0 = os.getloadavg()[0]

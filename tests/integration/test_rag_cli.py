@@ -35,7 +35,8 @@ def fake_services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
 
     def make() -> Services:
-        s = Services(Settings(home=home, rag={"min_similarity": None}))  # hashing vectors: low cosines
+        s = Services(Settings(home=home, rag={"min_similarity": None,  # hashing vectors: low cosines
+                                                      "answerability": "none"}))
         s.embedder = HashingEmbedder(dim=128)
         s.llm_client = FakeLLMClient(first_source_answer)
         s.vector_store = None  # exact in-memory dense index, saved under the home
@@ -98,7 +99,7 @@ def test_squad_eval_refusals_are_scored(shared_data: Path) -> None:
     from aisd.rag.pipeline import RAGPipeline
 
     def factory() -> Any:
-        return RAGPipeline.in_memory(embedder=HashingEmbedder(dim=128), retriever="bm25",
+        return RAGPipeline.in_memory(embedder=HashingEmbedder(dim=128), retriever="bm25", answerability="none",
                                      llm=FakeLLMClient(lambda r: "The sources do not say."))
 
     res = run_squad_eval(shared_data / "squad2-dev", factory,
@@ -125,5 +126,38 @@ def test_bundled_models_answer_with_citations(tmp_path: Path) -> None:
         assert ans.sources[0].doc_id == "pydoc:assert"
         assert ans.text and ans.usage.llm_calls == 1 and ans.usage.completion_tokens > 0
         assert all(c.valid for c in ans.citations) and not ans.invalid_citations
+        # the default evidence check passed it (2.44 vs threshold 1.84 on the demo corpus) ...
+        assert [t.detail["passed"] for t in ans.trace if t.name == "answerability"] == [True]
+        # ... and refuses an off-topic question before any generation call
+        off = p.ask("What is the capital of France?")
+        assert off.not_in_sources and off.usage.llm_calls == 0
     finally:
         services.close()
+
+
+def test_cli_eval_answerability_option(fake_services: Path, shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval.json"
+    args = ["eval", "--data", str(shared_data / "squad2-dev"), "--limit", "30", "--runs", "1", "--articles", "1",
+            "--retriever", "bm25", "--answerability", "coverage", "--json", str(out)]
+    r = CliRunner().invoke(rag_cmd.app, args)
+    assert r.exit_code == 0, r.output
+    result = json.loads(out.read_text())
+    assert result["config"]["ask_options"] == {"answerability": "coverage"}
+    m = result["metrics"]
+    # the fake LLM never refuses: every refusal here is the coverage check's, before any LLM call
+    assert m["not_in_sources_accuracy"]["mean"] > 0.0 and m["not_in_sources_accuracy"]["n"] == 15
+    r = CliRunner().invoke(rag_cmd.app, args[:-2] + ["--answerability", "telepathy"])
+    assert r.exit_code != 0
+
+
+def test_cli_ask_refusal_says_why(fake_services: Path, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "alpha.md").write_text("# Alpha\nThe alpha protocol listens on port 7000.", encoding="utf-8")
+    runner = CliRunner()
+    assert runner.invoke(rag_cmd.app, ["ingest", str(docs)]).exit_code == 0
+    r = runner.invoke(rag_cmd.app, ["ask", "Which port does the omega protocol use in Madrid?",
+                                    "--answerability", "coverage"])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("I could not find the answer in the sources.")
+    assert "why: coverage score" in r.output and "Sources:" not in r.output

@@ -4,6 +4,8 @@ sources" answer, streaming, and the model's context window respected.
 Flow of ``CitedGenerator.generate(question, retrieved)``:
 1. relevance gate: no chunks, a best retrieval score under ``min_score``, or a best question-chunk cosine under
    ``min_similarity`` (embedder scale, comparable across retrievers) -> the fixed NOT_IN_SOURCES answer, no LLM call;
+   then the answerability check (``answerability``: similarity | coverage | llm, see aisd.rag.answerability): the
+   sources are on topic but do they state the answer? A failed check also gives NOT_IN_SOURCES;
 2. sources are numbered [1..n] in rank order and trimmed to fit ``context window - max_tokens - prompt`` counted with
    the embedder's tokenizer (or any ``count_tokens``) times ``1 + safety_margin``, because the counting tokenizer
    is not the LLM's: lowest-ranked sources are dropped first and the last kept one is cut to the remaining budget;
@@ -21,11 +23,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+from aisd.core.errors import InvalidRequestError
 from aisd.embed.base import Embedder
 from aisd.llm.client import LLMClient, chat_request
+from aisd.rag.answer import Answer, AnswerEvent, Citation, Source, TraceStep, Usage
+from aisd.rag.answerability import AnswerabilityChecker, AnswerabilityConfig
 from aisd.rag.citations import (
     attribute,
     is_refusal,
@@ -34,6 +39,9 @@ from aisd.rag.citations import (
     tidy_answer,
 )
 from aisd.rag.documents import RetrievedChunk
+
+__all__ = ["NOT_IN_SOURCES", "Answer", "AnswerEvent", "CitedGenerator", "Citation", "GenerationConfig", "Source",
+           "TraceStep", "Usage", "build_user_prompt", "format_source"]
 
 NOT_IN_SOURCES = "I could not find the answer in the sources."
 
@@ -71,8 +79,13 @@ class GenerationConfig:
     detect_refusal: bool = True
     attribute_uncited: bool = True
     attribution_min_overlap: float = 0.5
+    # none | similarity | sentence | coverage | evidence | llm, several joined by "+" (all must pass), each optionally
+    # name:threshold (aisd.rag.answerability)
+    answerability: str = "none"
+    answerability_sources: int = 3  # top chunks the answerability check reads
 
     def __post_init__(self) -> None:
+        self.answerability_config()  # validates the answerability fields
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if not 0.0 <= self.temperature <= 2.0:
@@ -90,110 +103,8 @@ class GenerationConfig:
         if not 0.0 <= self.attribution_min_overlap <= 1.0:
             raise ValueError(f"attribution_min_overlap must be in [0, 1], got {self.attribution_min_overlap}")
 
-
-@dataclass(frozen=True)
-class Source:
-    """A numbered source as shown to the model (``text`` is what it saw, possibly cut to fit the window)."""
-
-    number: int
-    chunk_id: str
-    doc_id: str
-    title: str
-    source: str
-    text: str
-    score: float
-    start: int
-    end: int
-    page: int | None = None
-    truncated: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"number": self.number, "chunk_id": self.chunk_id, "doc_id": self.doc_id, "title": self.title,
-                "source": self.source, "page": self.page, "start": self.start, "end": self.end,
-                "score": self.score, "text": self.text, "truncated": self.truncated}
-
-
-@dataclass(frozen=True)
-class Citation:
-    number: int
-    valid: bool  # the number names a source that was in the prompt
-    chunk_id: str | None = None
-    doc_id: str | None = None
-    inferred: bool = False  # added by post-hoc attribution, not written by the model
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"number": self.number, "valid": self.valid, "chunk_id": self.chunk_id, "doc_id": self.doc_id,
-                "inferred": self.inferred}
-
-
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    llm_calls: int = 0
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens,
-                     self.llm_calls + other.llm_calls)
-
-    def to_dict(self) -> dict[str, int]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens, "llm_calls": self.llm_calls}
-
-
-@dataclass(frozen=True)
-class TraceStep:
-    """One named step of answering (transform, retrieve, rerank, gate, route, judge, generate ...)."""
-
-    name: str
-    detail: dict[str, Any] = field(default_factory=dict)
-    elapsed_ms: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "detail": self.detail, "elapsed_ms": round(self.elapsed_ms, 2)}
-
-
-@dataclass(frozen=True)
-class Answer:
-    text: str
-    citations: list[Citation]
-    sources: list[Source]
-    not_in_sources: bool
-    usage: Usage = field(default_factory=Usage)
-    trace: list[TraceStep] = field(default_factory=list)
-    invalid_citations: list[int] = field(default_factory=list)
-    raw_text: str = ""  # the model's text before invalid citations were removed / attributions added
-
-    @property
-    def cited_sources(self) -> list[Source]:
-        numbers = {c.number for c in self.citations if c.valid}
-        return [s for s in self.sources if s.number in numbers]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "not_in_sources": self.not_in_sources,
-                "citations": [c.to_dict() for c in self.citations], "invalid_citations": self.invalid_citations,
-                "sources": [s.to_dict() for s in self.sources], "usage": self.usage.to_dict(),
-                "trace": [t.to_dict() for t in self.trace]}
-
-
-@dataclass(frozen=True)
-class AnswerEvent:
-    """A streaming event: ``sources`` (once, first), ``delta`` (text pieces), ``done`` (the final Answer)."""
-
-    type: str
-    text: str = ""
-    sources: list[Source] | None = None
-    answer: Answer | None = None
-    step: TraceStep | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        if self.type == "delta":
-            return {"type": "delta", "text": self.text}
-        if self.type == "sources":
-            return {"type": "sources", "sources": [s.to_dict() for s in self.sources or []]}
-        if self.type == "step" and self.step is not None:
-            return {"type": "step", "step": self.step.to_dict()}
-        return {"type": self.type, "answer": self.answer.to_dict() if self.answer else None}
+    def answerability_config(self) -> AnswerabilityConfig:
+        return AnswerabilityConfig(strategy=self.answerability, sources=self.answerability_sources)
 
 
 # ---- pure helpers -----------------------------------------------------------------------------------------------
@@ -254,6 +165,36 @@ class CitedGenerator:
                                                                     f"{max(sims):.3f} < min_similarity "
                                                                     f"{cfg.min_similarity}"})
         return None
+
+    def check_answerable(self, question: str, retrieved: Sequence[RetrievedChunk],
+                         config: GenerationConfig | None = None) -> TraceStep | None:
+        """The ``answerability`` step (None when the check is off); its ``passed`` says whether to generate."""
+        cfg = config or self.config
+        acfg = cfg.answerability_config()
+        if not acfg.strategies:
+            return None
+        t0 = time.perf_counter()
+        checker = AnswerabilityChecker(acfg, llm=self.llm, embedder=self.embedder, similarity=self.relevance)
+        try:
+            verdict = checker.check(question, retrieved)
+        except ValueError as e:  # e.g. "similarity" without an embedder: a configuration error, said clearly
+            raise InvalidRequestError(f"answerability {acfg.strategy!r}: {e}", param="answerability") from e
+        detail = {"passed": verdict.answerable, "reason": verdict.reason(), "strategy": acfg.strategy,
+                  "checks": [c.to_dict() for c in verdict.checks], "llm_calls": verdict.llm_calls}
+        return TraceStep("answerability", detail, (time.perf_counter() - t0) * 1000)
+
+    def _blocked(self, question: str, retrieved: Sequence[RetrievedChunk], cfg: GenerationConfig,
+                 trace: Sequence[TraceStep]) -> tuple[TraceStep | None, list[TraceStep]]:
+        """(the step that blocks generation or None, the trace so far): the relevance gate, then answerability."""
+        blocked = self.gate(question, retrieved, cfg)
+        if blocked is not None:
+            return blocked, list(trace)
+        step = self.check_answerable(question, retrieved, cfg)
+        if step is None:
+            return None, list(trace)
+        if not step.detail["passed"]:
+            return step, list(trace)
+        return None, [*trace, step]
 
     # ---- stage 2: sources within the context window ----
     def window(self, config: GenerationConfig | None = None) -> int:
@@ -339,14 +280,15 @@ class CitedGenerator:
                       trace=trace, invalid_citations=invalid, raw_text=raw)
 
     def not_found(self, step: TraceStep, trace: Sequence[TraceStep] = ()) -> Answer:
+        calls = int(step.detail.get("llm_calls", 0))  # an LLM answerability check may have been asked
         return Answer(text=NOT_IN_SOURCES, citations=[], sources=[], not_in_sources=True, trace=[*trace, step],
-                      raw_text="")
+                      usage=Usage(0, 0, calls), raw_text="")
 
     def generate(self, question: str, retrieved: Sequence[RetrievedChunk], *, trace: Sequence[TraceStep] = (),
                  config: GenerationConfig | None = None) -> Answer:
         cfg = config or self.config
         t0 = time.perf_counter()
-        blocked = self.gate(question, retrieved, cfg)
+        blocked, trace = self._blocked(question, retrieved, cfg, trace)
         if blocked is not None:
             return self.not_found(blocked, trace)
         sources, info = self.fit_sources(question, retrieved, cfg)
@@ -367,7 +309,7 @@ class CitedGenerator:
         """``sources`` event, then ``delta`` events as the model writes, then ``done`` with the checked Answer."""
         cfg = config or self.config
         t0 = time.perf_counter()
-        blocked = self.gate(question, retrieved, cfg)
+        blocked, trace = self._blocked(question, retrieved, cfg, trace)
         sources, info = ([], {}) if blocked is not None else self.fit_sources(question, retrieved, cfg)
         if blocked is not None or not sources:
             answer = self.not_found(blocked or TraceStep("gate", {"passed": False, "reason": "no source fits"}),

@@ -62,6 +62,8 @@ class RagConfig:
     one_shot: bool = True
     agent_max_iterations: int = 3
     agent_route: bool = True
+    answerability: str = "evidence"  # a spec of aisd.rag.answerability: "evidence", "coverage:0.4+llm" ...
+    answerability_sources: int = 3
 
     def __post_init__(self) -> None:
         if self.chunker not in CHUNKERS:
@@ -90,14 +92,15 @@ class RagConfig:
                                 frequency_penalty=self.frequency_penalty, min_score=self.min_score,
                                 min_similarity=self.min_similarity, context_window=self.context_window,
                                 max_sources=self.max_sources, attribute_uncited=self.attribute_uncited,
-                                source_order=self.source_order, one_shot=self.one_shot)
+                                source_order=self.source_order, one_shot=self.one_shot,
+                                answerability=self.answerability, answerability_sources=self.answerability_sources)
 
 
 # Query-time fields ask() accepts as overrides (the rest need a rebuilt pipeline: chunker, retriever ...).
 QUERY_OVERRIDES = {"top_k", "query_transform", "mode", "max_tokens", "temperature", "frequency_penalty", "min_score",
                    "min_similarity",
                    "context_window", "max_sources", "attribute_uncited", "source_order", "one_shot",
-                   "agent_max_iterations", "agent_route"}
+                   "agent_max_iterations", "agent_route", "answerability", "answerability_sources"}
 
 
 def build_reranker_by_name(name: str | None, *, llm: LLMClient | None, embedder: Embedder | None) -> Any:

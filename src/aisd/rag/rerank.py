@@ -11,6 +11,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from aisd.core.hashing import sha256_hex
 from aisd.core.progress import progress
 from aisd.embed.base import Embedder
 from aisd.llm.client import LLMClient, ask, chat_request
+from aisd.rag.token_cache import TokenVectorCache
 from aisd.search.rerank import Reranker, RerankResult, order_results
 
 RERANKERS = ("maxsim", "llm", "cross-encoder:PATH", "remote:URL#MODEL")
@@ -125,15 +127,18 @@ def maxsim(query_tokens: np.ndarray, doc_tokens: np.ndarray) -> float:
 class MaxSimReranker:
     """MaxSim over the embedder's contextual token vectors (``embedder.token_embeddings``), with no extra weights.
     Document token matrices are kept in an LRU of ``cache_size`` texts (float16) since the same candidates come back
-    across queries."""
+    across queries, and, with ``store`` (a TokenVectorCache), on disk across processes."""
 
-    def __init__(self, embedder: Embedder, *, cache_size: int = 1024) -> None:
+    def __init__(self, embedder: Embedder, *, cache_size: int = 1024, store: TokenVectorCache | None = None) -> None:
         if not hasattr(embedder, "token_embeddings"):
             raise UnsupportedError(f"embedder {embedder.model_name!r} has no token embeddings; MaxSim needs a local "
                                    f"sentence-transformers embedder", param="reranker")
         self.embedder = embedder
         self.cache_size = cache_size
         self.name = "maxsim"
+        self.store = store
+        self.store_key = f"{embedder.model_name}/{embedder.dim}/tokens"
+        self.computed = 0  # texts whose token vectors were computed (neither in memory nor on disk)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -143,16 +148,33 @@ class MaxSimReranker:
             have = {k: self._cache[k] for k in keys if k in self._cache}
             for k in have:
                 self._cache.move_to_end(k)
-        todo = list(dict.fromkeys(i for i, k in enumerate(keys) if k not in have))
+        if self.store is not None:
+            missing = list(dict.fromkeys(k for k in keys if k not in have))
+            if missing:
+                on_disk = self.store.get(self.store_key, missing)
+                have.update(on_disk)
+                self._remember(on_disk)
+        first: dict[str, int] = {}
+        for i, k in enumerate(keys):  # one computation per distinct text, in order (the LRU keeps the last ones)
+            first.setdefault(k, i)
+        todo = [i for k, i in first.items() if k not in have]
         if todo:
             fresh = self.embedder.token_embeddings([texts[i] for i in todo])  # type: ignore[attr-defined]
-            with self._lock:
-                for i, mat in zip(todo, fresh, strict=True):
-                    have[keys[i]] = mat.astype(np.float16)
-                    self._cache[keys[i]] = have[keys[i]]
-                    while len(self._cache) > self.cache_size:
-                        self._cache.popitem(last=False)
+            new = {keys[i]: mat.astype(np.float16) for i, mat in zip(todo, fresh, strict=True)}  # (n_tok, dim) each
+            self.computed += len(new)
+            have.update(new)
+            self._remember(new)
+            if self.store is not None:
+                self.store.put(self.store_key, new)
         return [have[k] for k in keys]
+
+    def _remember(self, mats: dict[str, np.ndarray]) -> None:
+        with self._lock:
+            for k, m in mats.items():
+                self._cache[k] = m
+                self._cache.move_to_end(k)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
 
     def rerank(self, query: str, texts: Sequence[str], top_n: int | None = None) -> list[RerankResult]:
         texts = list(texts)
@@ -172,7 +194,9 @@ def build_reranker(spec: str | None, *, llm: LLMClient | None = None, embedder: 
         if embedder is None:
             raise InvalidRequestError("the maxsim reranker needs an embedder", param="reranker")
         inner: Any = getattr(embedder, "inner", embedder)  # a CachedEmbedder delegates token vectors anyway
-        return MaxSimReranker(inner if hasattr(inner, "token_embeddings") else embedder)
+        cache_path = getattr(embedder, "path", None)  # a CachedEmbedder's SQLite file: keep token vectors beside it
+        store = TokenVectorCache(Path(cache_path).with_name("token_vectors.sqlite")) if cache_path else None
+        return MaxSimReranker(inner if hasattr(inner, "token_embeddings") else embedder, store=store)
     if spec == "llm":
         if llm is None:
             raise InvalidRequestError("the llm reranker needs an LLM client", param="reranker")

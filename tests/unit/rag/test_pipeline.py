@@ -35,6 +35,7 @@ def topics() -> list[Document]:
 @pytest.mark.parametrize("retriever", ["bm25", "dense", "hybrid-rrf", "hybrid-alpha"])
 def test_ask_answers_from_the_right_document(retriever: str, topics: list[Document]) -> None:
     p = RAGPipeline.in_memory(embedder=EMB, llm=FakeLLMClient(cite_first), retriever=retriever, chunk_size=128,
+                              answerability="none",
                               chunk_overlap=16, min_similarity=None)
     report = p.ingest(topics)
     assert report.added == len(topics) and p.retriever.count() == report.chunks_added
@@ -47,6 +48,7 @@ def test_ask_answers_from_the_right_document(retriever: str, topics: list[Docume
 def test_overrides_filter_and_errors(topics: list[Document]) -> None:
     llm = FakeLLMClient(cite_first)
     p = RAGPipeline.in_memory(embedder=EMB, llm=llm, retriever="bm25", chunk_size=128, chunk_overlap=16,
+                              answerability="none",
                               min_similarity=None)
     p.ingest(topics)
     assert len(p.retrieve("loop statement", k=2)) == 2
@@ -66,14 +68,16 @@ def test_overrides_filter_and_errors(topics: list[Document]) -> None:
 
 def test_gate_answers_not_in_sources_without_calling_the_llm(topics: list[Document]) -> None:
     llm = FakeLLMClient(cite_first)
-    p = RAGPipeline.in_memory(embedder=EMB, llm=llm, retriever="dense", min_similarity=0.3)
+    p = RAGPipeline.in_memory(embedder=EMB, llm=llm, retriever="dense", min_similarity=0.3,
+                              answerability="none")
     p.ingest(topics)
     ans = p.ask("zebra giraffe savanna migration")
     assert ans.not_in_sources and not llm.requests
 
 
 def test_streaming_matches_ask(topics: list[Document]) -> None:
-    p = RAGPipeline.in_memory(embedder=EMB, llm=FakeLLMClient(cite_first), retriever="bm25")
+    p = RAGPipeline.in_memory(embedder=EMB, llm=FakeLLMClient(cite_first), retriever="bm25",
+                              answerability="none")
     p.ingest(topics)
     events = list(p.ask_stream("What does the yield expression do?"))
     assert [e.type for e in events][:2] == ["step", "sources"] and events[-1].type == "done"
@@ -86,7 +90,7 @@ def test_persisted_home_and_folder_reingest(tmp_path: Path) -> None:
     (docs / "a.md").write_text("# Alpha\nThe alpha protocol uses port 7000.", encoding="utf-8")
     (docs / "b.txt").write_text("Beta servers run in Lisbon.", encoding="utf-8")
     home = tmp_path / "rag"
-    settings = RagSettings(retriever="hybrid-rrf", chunk_size=64, chunk_overlap=8)
+    settings = RagSettings(retriever="hybrid-rrf", chunk_size=64, chunk_overlap=8, answerability="none")
     p = RAGPipeline.from_settings(settings, home=home, embedder=EMB, vector_store=None,
                                   llm=FakeLLMClient(cite_first))
     r = p.ingest(docs)
@@ -128,6 +132,7 @@ def test_no_llm_is_a_clear_error(topics: list[Document]) -> None:
 @pytest.mark.parametrize("chunker", ["fixed", "recursive", "sentence", "semantic", "sentence-window"])
 def test_every_chunker_works_in_the_pipeline(chunker: str, topics: list[Document]) -> None:
     p = RAGPipeline.in_memory(embedder=EMB, llm=FakeLLMClient(cite_first), retriever="bm25", chunker=chunker,
+                              answerability="none",
                               chunk_size=96, chunk_overlap=8)
     p.ingest(topics[:3])
     ans = p.ask("AssertionError assert statement")

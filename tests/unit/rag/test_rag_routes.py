@@ -22,6 +22,7 @@ def client(tmp_path: Path) -> TestClient:
     services = Services(settings)
     llm = FakeLLMClient(lambda r: "Alpha uses port 7000 [1]. Bogus [4].")
     services.rag = RAGPipeline.in_memory(embedder=HashingEmbedder(dim=128), llm=llm, retriever="bm25",
+                                         answerability="none",
                                          min_similarity=None)
     return TestClient(create_app(settings, services))  # no lifespan: other systems' start-up is not needed
 
@@ -107,3 +108,15 @@ def test_health_reports_rag(client: TestClient) -> None:
 
 def listing_ids(client: TestClient) -> list[str]:
     return [d["id"] for d in client.get("/v1/rag/documents", params={"limit": 100}).json()["data"]]
+
+
+def test_query_answerability_override(client: TestClient) -> None:
+    _ingest_docs(client)
+    q = {"question": "Which port does the omega protocol use in Madrid?", "k": 2}
+    assert client.post("/v1/rag/query", json=q).json()["not_in_sources"] is False  # off by default: the model answers
+    body = client.post("/v1/rag/query", json={**q, "answerability": "coverage"}).json()
+    assert body["not_in_sources"] is True and body["sources"] == []
+    step = body["trace"][-1]
+    assert step["name"] == "answerability" and set(step["detail"]["checks"][0]["missing_entities"]) == {"Madrid"}
+    r = client.post("/v1/rag/query", json={**q, "answerability": "psychic"})
+    assert r.status_code == 400 and "answerability" in r.json()["error"]["message"]

@@ -115,3 +115,32 @@ def test_build_reranker(tmp_path) -> None:
     for bad in ("colbert", "remote:http://x", "llm"):
         with pytest.raises(InvalidRequestError):
             build_reranker(bad)
+
+
+def test_maxsim_token_vectors_persist_across_processes_and_detect_corruption(tmp_path) -> None:
+    import sqlite3
+
+    from aisd.core.errors import CorruptDataError
+    from aisd.embed.cache import CachedEmbedder
+    from aisd.rag.token_cache import TokenVectorCache
+
+    texts = ["the weather today", "neural ranking models rerank passages", "ranking passages", "ranking passages"]
+    first = MaxSimReranker(TokenHashing(), store=TokenVectorCache(tmp_path / "tok.sqlite"))
+    before = first.rerank("neural ranking", texts)
+    assert first.computed == 3  # the repeated text is computed once
+    emb = TokenHashing()
+    second = MaxSimReranker(emb, store=TokenVectorCache(tmp_path / "tok.sqlite"))  # a new process: empty memory
+    after = second.rerank("neural ranking", texts)
+    assert second.computed == 0 and emb.token_calls == 1  # only the query was embedded
+    assert [(r.index, round(r.score, 3)) for r in after] == [(r.index, round(r.score, 3)) for r in before]
+    assert second.store is not None and second.store.count() == 3
+    # build_reranker keeps the token vectors beside a CachedEmbedder's SQLite file
+    built = build_reranker("maxsim", embedder=CachedEmbedder(TokenHashing(), tmp_path / "embed" / "cache.sqlite"))
+    assert built.store is not None and built.store.path == tmp_path / "embed" / "token_vectors.sqlite"
+    # a damaged row is reported, not silently used
+    con = sqlite3.connect(tmp_path / "tok.sqlite")
+    con.execute("UPDATE token_vectors SET matrix = x'0000'")
+    con.commit()
+    con.close()
+    with pytest.raises(CorruptDataError):
+        MaxSimReranker(TokenHashing(), store=TokenVectorCache(tmp_path / "tok.sqlite")).rerank("q", texts[:1])

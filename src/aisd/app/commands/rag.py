@@ -70,6 +70,8 @@ def print_answer(answer: Any, console: Any = None, *, show_trace: bool = False) 
     if answer.invalid_citations:
         console.print(f"[yellow]removed citations to missing sources: "
                       f"{', '.join(map(str, answer.invalid_citations))}[/yellow]")
+    if answer.not_in_sources and answer.trace and answer.trace[-1].name in ("gate", "answerability"):
+        console.print(f"[dim](why: {answer.trace[-1].detail.get('reason', '')})[/dim]")  # which check refused
     if answer.sources:
         console.print("\nSources:")
         for s in answer.sources:
@@ -91,6 +93,10 @@ def ask(question: str = typer.Argument(..., help="The question."),
         query_transform: str | None = typer.Option(None, "--transform",
                                                    help="none | rewrite | expansion | prf | hyde | multi-query"),
         filter_json: str | None = typer.Option(None, "--filter", help='Metadata filter as JSON, e.g. \'{"title": "x"}\''),
+        answerability: str | None = typer.Option(None, "--answerability",
+                                                 help="Check before answering: none | similarity | sentence | "
+                                                      "coverage | evidence | llm, a+b, name:threshold "
+                                                      "(default: settings)."),
         stream: bool = typer.Option(False, "--stream", help="Print the answer as it is generated."),
         trace: bool = typer.Option(False, "--trace", help="Print every step with its timing."),
         as_json: bool = typer.Option(False, "--json", help="Print the whole answer as JSON.")) -> None:
@@ -103,7 +109,8 @@ def ask(question: str = typer.Argument(..., help="The question."),
             flt = json.loads(filter_json)
         except json.JSONDecodeError as e:
             raise InvalidRequestError(f"--filter is not valid JSON: {e}", param="filter") from e
-    overrides = {k_: v for k_, v in (("k", k), ("mode", mode), ("query_transform", query_transform)) if v is not None}
+    overrides = {k_: v for k_, v in (("k", k), ("mode", mode), ("query_transform", query_transform),
+                                     ("answerability", answerability)) if v is not None}
     services = _services()
     console = _console()
     try:
@@ -182,6 +189,9 @@ def eval_(data: Path = typer.Option(..., "--data", help="SQuAD 2.0 JSON file or 
           retriever: str | None = typer.Option(None, "--retriever", help="bm25 | dense | hybrid-rrf | hybrid-alpha"),
           k: int | None = typer.Option(None, "--k", "-k", min=1),
           mode: str | None = typer.Option(None, "--mode", help="simple | agentic"),
+          answerability: str | None = typer.Option(None, "--answerability",
+                                                   help="none | similarity | sentence | coverage | evidence | "
+                                                        "llm, a+b, name:threshold (default: settings)"),
           out: Path | None = typer.Option(None, "--json", help="Write the results as JSON to this file.")) -> None:
     """Generation metrics on SQuAD 2.0: EM/F1, not-in-sources accuracy, faithfulness, relevancy (mean +- spread)."""
     from rich.table import Table
@@ -195,7 +205,7 @@ def eval_(data: Path = typer.Option(..., "--data", help="SQuAD 2.0 JSON file or 
     if retriever:
         settings["retriever"] = retriever
     cfg = SquadEvalConfig(limit=limit, runs=runs, seed=seed, judge=judge, articles=articles)
-    ask_options = {key: v for key, v in (("k", k), ("mode", mode)) if v is not None}
+    ask_options = {key: v for key, v in (("k", k), ("mode", mode), ("answerability", answerability)) if v is not None}
 
     def factory() -> Any:  # a fresh in-memory index: the evaluation never touches the user's RAG home
         return RAGPipeline.from_settings({**settings, "collection": "squad-eval"}, home=None,

@@ -54,6 +54,7 @@ class QueryRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     min_similarity: float | None = Field(default=None, ge=-1.0, le=1.0)
+    answerability: str | None = None  # none | similarity | coverage | llm | a+b (see docs/rag.md)
     stream: bool = False
     include_trace: bool = True
 
@@ -71,7 +72,7 @@ def _rag(request: Request) -> Any:
 
 
 def _overrides(body: QueryRequest) -> dict[str, Any]:
-    fields = ("k", "query_transform", "mode", "max_tokens", "temperature", "min_similarity")
+    fields = ("k", "query_transform", "mode", "max_tokens", "temperature", "min_similarity", "answerability")
     return {f: getattr(body, f) for f in fields if getattr(body, f) is not None}
 
 
