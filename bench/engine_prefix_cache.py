@@ -6,10 +6,13 @@
    in process, from ``add_request`` to the step that returns the first token. Ratio = median cold / median warm.
 2. Cost at 0% hits. The same batch of unique random prompts (no shared prefix: nothing to reuse) runs on an engine
    with prefix caching and on one without; output tok/s on vs off (hashing full blocks and keeping the LRU list is
-   the only extra work). Runs alternate between the two engines; medians over the runs.
+   the only extra work). The runs are interleaved in ABBA order (off, on, on, off, off, on, ...) so a drift in machine
+   load hits both engines alike; reported: the median of each engine's tok/s and the median of the per-pair ratios
+   (each "on" run divided by the "off" run next to it), the cost being 1 - that ratio. ``--aa-control`` adds a second
+   caching-off engine to the rotation: its ratio to the first is the noise floor of the comparison.
 
-    python bench/engine_prefix_cache.py           # 5 TTFT trials, 3 throughput runs of 16 x (256 in, 32 out)
-    python bench/engine_prefix_cache.py --quick   # 1 trial, 1 run of 4 x (128 in, 16 out)
+    python bench/engine_prefix_cache.py           # 5 TTFT trials, 6 throughput runs per engine of 16 x (256 in, 32 out)
+    python bench/engine_prefix_cache.py --quick   # 3 trials, 2 runs per engine of 8 x (128 in, 16 out)
 """
 
 from __future__ import annotations
@@ -66,20 +69,25 @@ def main() -> None:
     ap.add_argument("--system-len", type=int, default=1024)
     ap.add_argument("--user-len", type=int, default=24)
     ap.add_argument("--trials", type=int, default=5)
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=6, help="throughput runs per engine (ABBA order)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--prompt-len", type=int, default=256)
     ap.add_argument("--output-len", type=int, default=32)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--aa-control", action="store_true",
+                    help="also run a second caching-off engine in the rotation (A/A control: the noise floor)")
     args = ap.parse_args()
     if args.quick:
-        args.trials, args.runs, args.batch, args.prompt_len, args.output_len = 1, 1, 4, 128, 16
+        args.trials, args.runs, args.batch, args.prompt_len, args.output_len = 3, 2, 8, 128, 16
     rng = random.Random(args.seed)
+    load_start = os.getloadavg()[0]
     common = dict(max_model_len=2048, kv_cache_memory_gb=0.5, num_threads=args.threads, max_num_seqs=32)
     t0 = time.perf_counter()
     on = LLMEngine(EngineConfig(enable_prefix_caching=True, **common)).load()
     off = LLMEngine(EngineConfig(enable_prefix_caching=False, **common)).load()
+    # A/A control: a second caching-off engine run in the same rotation; its ratio to ``off`` is the noise floor
+    off2 = LLMEngine(EngineConfig(enable_prefix_caching=False, **common)).load() if args.aa_control else None
     print(f"loaded two engines in {time.perf_counter() - t0:.1f} s")
 
     ttft(on, "warmup", ids(rng, 64))
@@ -94,18 +102,32 @@ def main() -> None:
         cached.append(hit)
         print(f"trial {t}: cold {c * 1000:.0f} ms, warm {w * 1000:.0f} ms ({hit} cached tokens)")
 
-    tp_on, tp_off = [], []
+    tp_on, tp_off, pair_ratios, aa_ratios = [], [], [], []
+    hits_before = on.get_stats().prefix_cache_hits
     for r in range(args.runs):
         prompts = [ids(rng, args.prompt_len) for _ in range(args.batch)]  # unique: 0% hit rate
-        tp_off.append(throughput(off, prompts, args.output_len, f"off-{r}"))
-        tp_on.append(throughput(on, prompts, args.output_len, f"on-{r}"))  # same prompts, new to this engine's cache
-        print(f"run {r}: caching off {tp_off[-1]:.1f} tok/s, on {tp_on[-1]:.1f} tok/s")
-    hits_in_tp = on.get_stats().prefix_cache_hits - sum(cached)
+        # ABBA: even runs off first, odd runs on first, so a load drift does not favour one engine
+        order = [("off", off), ("on", on)] if r % 2 == 0 else [("on", on), ("off", off)]
+        if off2 is not None:
+            order.insert(r % 3, ("off2", off2))
+        got = {name: throughput(eng, prompts, args.output_len, f"{name}-{r}") for name, eng in order}
+        tp_off.append(got["off"])
+        tp_on.append(got["on"])  # same prompts, new to this engine's cache
+        pair_ratios.append(got["on"] / got["off"])
+        if off2 is not None:
+            aa_ratios.append(got["off2"] / got["off"])
+        print(f"run {r} ({order[0][0]} first): caching off {got['off']:.1f} tok/s, on {got['on']:.1f} tok/s, "
+              f"on/off {pair_ratios[-1]:.3f}")
+    hits_in_tp = on.get_stats().prefix_cache_hits - hits_before
 
     cold_ms, warm_ms = statistics.median(cold) * 1000, statistics.median(warm) * 1000
     med_on, med_off = statistics.median(tp_on), statistics.median(tp_off)
+    med_pair = statistics.median(pair_ratios)
+    if aa_ratios:
+        print(f"A/A control (two caching-off engines): median off2/off {statistics.median(aa_ratios):.3f}, "
+              f"spread {min(aa_ratios):.3f}-{max(aa_ratios):.3f}")
     machine = {"cpu_cores": os.cpu_count(), "torch_threads": args.threads or os.cpu_count(),
-               "platform": platform.platform(), "load_avg_1m": os.getloadavg()[0]}
+               "platform": platform.platform(), "load_avg_1m": os.getloadavg()[0], "load_avg_1m_start": load_start}
     print(f"\nprefix caching, smollm2-135m-instruct, {machine['cpu_cores']} cores, load avg "
           f"{machine['load_avg_1m']:.1f} (shared machine)")
     print(f"{'measure':<46} {'baseline':>12} {'aisd':>12} {'ratio':>8}")
@@ -114,8 +136,10 @@ def main() -> None:
           f"{warm_ms:10.0f}ms {cold_ms / warm_ms:7.1f}x")
     print(f"{'output tok/s at 0% hits (caching off -> on)':<46} {med_off:12.1f} {med_on:12.1f} "
           f"{med_on / med_off:8.3f}")
-    print(f"cost of prefix caching at 0% hits: {100 * (1 - med_on / med_off):+.1f}% "
-          f"(cache hits during that workload: {hits_in_tp} tokens)")
+    print(f"{'median of paired on/off ratios':<46} {'':>12} {'':>12} {med_pair:8.3f}")
+    print(f"cost of prefix caching at 0% hits: {100 * (1 - med_pair):+.1f}% (median paired ratio; "
+          f"ratio of medians {100 * (1 - med_on / med_off):+.1f}%; spread of pairs "
+          f"{min(pair_ratios):.3f}-{max(pair_ratios):.3f}; cache hits during that workload: {hits_in_tp} tokens)")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / ("engine_prefix_cache_quick.json" if args.quick else "engine_prefix_cache.json")
     out.write_text(json.dumps({
@@ -123,7 +147,10 @@ def main() -> None:
         "ttft": {"cold_ms": [c * 1000 for c in cold], "warm_ms": [w * 1000 for w in warm], "cached_tokens": cached,
                  "median_cold_ms": cold_ms, "median_warm_ms": warm_ms, "speedup": cold_ms / warm_ms},
         "zero_hit_throughput": {"off_tok_s": tp_off, "on_tok_s": tp_on, "median_off": med_off, "median_on": med_on,
-                                "ratio_on_over_off": med_on / med_off, "hits_tokens": hits_in_tp},
+                                "ratio_on_over_off": med_on / med_off, "pair_ratios": pair_ratios,
+                                "median_pair_ratio": med_pair, "aa_control_ratios": aa_ratios,
+                                "cost_pct": 100 * (1 - med_pair),
+                                "hits_tokens": hits_in_tp},
     }, indent=2))
     print(f"wrote {out}")
 

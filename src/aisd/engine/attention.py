@@ -1,10 +1,20 @@
-"""Paged attention on CPU: write new K/V into the block-paged cache, gather each sequence's context by its block
-table, run SDPA (PagedAttention, Kwon et al. 2023, with gather + dense attention instead of a custom kernel).
+"""Paged attention on CPU: write new K/V into the block-paged cache, then attend each new token to its sequence's
+context through the block table (PagedAttention, Kwon et al. 2023).
 
 Tokens of one step are flattened into one [T] batch: the decodes first (one token each), then the prefill chunks.
-GQA without repeating K/V: for decodes, the G = num_heads / num_kv_heads query heads that share a KV head are laid
-out as G "query rows" of that head, so one SDPA call over [B, kv_heads, G, D] x [B, kv_heads, L, D] covers them.
-Prefill chunks do the same with G * n query rows and a causal mask repeated G times.
+- Decodes use the native kernel of ``aisd.engine.cpu_kernels`` when it is available (float32 on CPU): it reads each
+  sequence's K/V rows in place, once, with no padding. The pure-torch fallback gathers whole blocks into a padded
+  [B, kv_heads, L, D] tensor and runs SDPA with the G = num_heads / num_kv_heads query heads that share a KV head
+  laid out as G "query rows" of that head (GQA without repeating K/V).
+- Prefill chunks run SDPA in 4-D with ``enable_gqa`` so torch picks its fused (flash) CPU kernel: ``is_causal`` when
+  the chunk starts the sequence (attend to the chunk's own K/V, no gather), else an [n, context] causal mask over the
+  gathered context (chunked prefill, prefix-cache hits).
+All metadata (slots, block tables, lengths, masks) is built once per step and shared by every layer.
+
+Cache layout: per layer K and V are [num_blocks, kv_heads, block_size, head_dim] ("head-major" blocks, as vLLM's
+CPU backend): the block_size rows of one (block, kv head) are contiguous, so the decode kernel streams 4 KiB per
+block and head, and a prefill's gathered context is [kv_heads, context, head_dim] after one permute, which is the
+layout SDPA takes.
 """
 
 from __future__ import annotations
@@ -13,6 +23,8 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+
+from aisd.engine import cpu_kernels
 
 
 @dataclass
@@ -24,81 +36,117 @@ class PrefillMeta:
     context_len: int
     block_table: torch.Tensor  # [num_blocks] long
     local: bool  # nothing cached before this chunk: attend to the chunk's own K/V, no gather
-    mask: torch.Tensor  # [G * n, context_len] bool, True = may attend
+    mask: torch.Tensor | None  # [n, context_len] bool (True = may attend); None when ``local`` (is_causal)
 
 
 @dataclass
 class AttentionMetadata:
     slot_mapping: torch.Tensor  # [T] long: cache slot (block * block_size + offset) of every new token
+    slot_blocks: torch.Tensor | None = None  # [T] long: slot // block_size
+    slot_offsets: torch.Tensor | None = None  # [T] long: slot % block_size
     num_decodes: int = 0
     decode_block_tables: torch.Tensor | None = None  # [B, max_blocks] long (padded with block 0)
-    decode_mask: torch.Tensor | None = None  # [B, 1, 1, max_blocks * block_size] bool
+    decode_mask: torch.Tensor | None = None  # [B, 1, 1, max_blocks * block_size] bool (torch fallback only)
+    decode_context_lens: torch.Tensor | None = None  # [B] long: tokens each decode attends to (itself included)
+    native: bool = False  # decodes go through cpu_kernels.paged_decode_attention
     prefills: list[PrefillMeta] = field(default_factory=list)
 
 
+def slot_of(table: list[int], pos: int, block_size: int) -> int:
+    """Cache slot of token ``pos`` of a sequence with block table ``table`` (PagedAttention's slot mapping)."""
+    return table[pos // block_size] * block_size + pos % block_size
+
+
 def build_metadata(decodes: list[tuple[list[int], int]], prefills: list[tuple[list[int], int, int]],
-                   block_size: int, group: int) -> AttentionMetadata:
+                   block_size: int, group: int, native: bool | None = None) -> AttentionMetadata:
     """decodes: (block_table, position) per decode token; prefills: (block_table, start_pos, n_new) per chunk.
-    ``group`` = num_heads // num_kv_heads."""
-    slots: list[int] = []
-    for table, pos in decodes:
-        slots.append(table[pos // block_size] * block_size + pos % block_size)
-    meta = AttentionMetadata(slot_mapping=torch.empty(0, dtype=torch.long), num_decodes=len(decodes))
+    ``group`` = num_heads // num_kv_heads (kept for API compatibility; the GQA layout no longer needs it).
+    ``native``: use the native decode kernel; None = whenever it is available."""
+    if native is None:
+        native = bool(decodes) and cpu_kernels.available()
+    slots = [slot_of(table, pos, block_size) for table, pos in decodes]
+    meta = AttentionMetadata(slot_mapping=torch.empty(0, dtype=torch.long), num_decodes=len(decodes), native=native)
     if decodes:
         max_blocks = max(len(t) for t, _ in decodes)
-        bt = torch.zeros(len(decodes), max_blocks, dtype=torch.long)
-        for i, (table, _) in enumerate(decodes):
-            bt[i, :len(table)] = torch.tensor(table, dtype=torch.long)
-        ctx = torch.tensor([pos + 1 for _, pos in decodes])
-        meta.decode_block_tables = bt
-        meta.decode_mask = (torch.arange(max_blocks * block_size)[None, :] < ctx[:, None])[:, None, None, :]
+        # one tensor construction for the whole padded table (a per-row torch.tensor costs ~5 us x B)
+        meta.decode_block_tables = torch.tensor([t + [0] * (max_blocks - len(t)) for t, _ in decodes],
+                                                dtype=torch.long)
+        ctx = torch.tensor([pos + 1 for _, pos in decodes], dtype=torch.long)
+        meta.decode_context_lens = ctx
+        if not native:
+            meta.decode_mask = (torch.arange(max_blocks * block_size)[None, :] < ctx[:, None])[:, None, None, :]
     row = len(decodes)
     for table, start, n in prefills:
-        for pos in range(start, start + n):
-            slots.append(table[pos // block_size] * block_size + pos % block_size)
-        ctx = start + n
-        causal = torch.arange(ctx)[None, :] <= torch.arange(start, ctx)[:, None]  # [n, ctx]
-        meta.prefills.append(PrefillMeta(row, row + n, ctx, torch.tensor(table[:(ctx + block_size - 1) // block_size],
-                                                                          dtype=torch.long),
-                                         start == 0, causal.repeat(group, 1)))
+        slots.extend(slot_of(table, pos, block_size) for pos in range(start, start + n))
+        ctx_len = start + n
+        local = start == 0
+        mask = None if local else torch.arange(ctx_len)[None, :] <= torch.arange(start, ctx_len)[:, None]  # [n, ctx]
+        meta.prefills.append(PrefillMeta(row, row + n, ctx_len,
+                                         torch.tensor(table[:(ctx_len + block_size - 1) // block_size],
+                                                      dtype=torch.long), local, mask))
         row += n
     meta.slot_mapping = torch.tensor(slots, dtype=torch.long)
+    meta.slot_blocks = torch.div(meta.slot_mapping, block_size, rounding_mode="floor")
+    meta.slot_offsets = meta.slot_mapping - meta.slot_blocks * block_size
     return meta
+
+
+def _decode_torch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                  meta: AttentionMetadata) -> torch.Tensor:
+    """Fallback: gather whole blocks as rows of a 2-D view (index_select copies each block with one memcpy; 3-5x
+    faster than advanced indexing), [B * max_blocks, KVH * bs * D] -> [B, KVH, L, D], then SDPA. q [B, H, D]."""
+    B, H, D = q.shape
+    nb, KVH, bs = k_cache.shape[0], k_cache.shape[1], k_cache.shape[2]
+    bt = meta.decode_block_tables
+    mb = bt.shape[1]
+    ids = bt.view(-1)
+    kd = torch.index_select(k_cache.view(nb, -1), 0, ids).view(B, mb, KVH, bs, D).transpose(1, 2)
+    vd = torch.index_select(v_cache.view(nb, -1), 0, ids).view(B, mb, KVH, bs, D).transpose(1, 2)
+    kd, vd = kd.reshape(B, KVH, mb * bs, D), vd.reshape(B, KVH, mb * bs, D)
+    qd = q.view(B, KVH, H // KVH, D)  # head h = kv_head * G + g (the order repeat_kv assumes)
+    return F.scaled_dot_product_attention(qd, kd, vd, attn_mask=meta.decode_mask).reshape(B, H, D)
+
+
+def _gather_context(cache: torch.Tensor, block_table: torch.Tensor, context_len: int) -> torch.Tensor:
+    """One sequence's first ``context_len`` cached tokens: [nblk, KVH, bs, D] blocks -> [1, KVH, context_len, D]."""
+    nb, KVH, bs, D = cache.shape
+    nblk = block_table.shape[0]
+    blocks = torch.index_select(cache.view(nb, -1), 0, block_table).view(nblk, KVH, bs, D)
+    return blocks.transpose(0, 1).reshape(KVH, nblk * bs, D)[None, :, :context_len]
 
 
 def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                     meta: AttentionMetadata) -> torch.Tensor:
-    """q [T, H, D], k/v [T, KVH, D], caches [num_blocks, block_size, KVH, D] -> attention output [T, H, D]."""
-    T, H, D = q.shape
-    KVH = k.shape[1]
-    G = H // KVH
-    nb, bs = k_cache.shape[0], k_cache.shape[1]
-    flat_k = k_cache.view(nb * bs, KVH, D)
-    flat_v = v_cache.view(nb * bs, KVH, D)
-    flat_k.index_copy_(0, meta.slot_mapping, k)
-    flat_v.index_copy_(0, meta.slot_mapping, v)
+    """q [T, H, D], k/v [T, KVH, D], caches [num_blocks, KVH, block_size, D] -> attention output [T, H, D]."""
+    D = q.shape[2]
+    bs = k_cache.shape[2]
+    if meta.slot_blocks is None:  # metadata built by hand (tests): derive the (block, offset) pairs once
+        meta.slot_blocks = torch.div(meta.slot_mapping, bs, rounding_mode="floor")
+        meta.slot_offsets = meta.slot_mapping - meta.slot_blocks * bs
+    # advanced indices around a slice: k_cache[blk, :, off] is [T, KVH, D], the layout of k
+    k_cache[meta.slot_blocks, :, meta.slot_offsets] = k
+    v_cache[meta.slot_blocks, :, meta.slot_offsets] = v
     out = torch.empty_like(q)
     B = meta.num_decodes
     if B:
-        bt = meta.decode_block_tables
-        L = bt.shape[1] * bs
-        # gather whole blocks as rows of a 2-D view (index_select copies each block with one memcpy; 3-5x faster
-        # than advanced indexing here): [B * max_blocks, bs * KVH * D] -> [B, KVH, L, D]
-        ids = bt.view(-1)
-        kd = torch.index_select(k_cache.view(nb, -1), 0, ids).view(B, L, KVH, D).transpose(1, 2)
-        vd = torch.index_select(v_cache.view(nb, -1), 0, ids).view(B, L, KVH, D).transpose(1, 2)
-        qd = q[:B].view(B, KVH, G, D)  # head h = kv_head * G + g (the order repeat_kv assumes)
-        od = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=meta.decode_mask)
-        out[:B] = od.reshape(B, H, D)
-    for p in meta.prefills:
-        n = p.end - p.start
-        qp = q[p.start:p.end].view(n, KVH, G, D).permute(1, 2, 0, 3).reshape(KVH, G * n, D)
-        if p.local:
-            kp, vp = k[p.start:p.end].transpose(0, 1), v[p.start:p.end].transpose(0, 1)  # [KVH, n, D]
+        if meta.native and meta.decode_context_lens is not None and q.dtype == torch.float32 \
+                and k_cache.dtype == torch.float32:
+            cpu_kernels.paged_decode_attention(q[:B], k_cache, v_cache, meta.decode_block_tables,
+                                               meta.decode_context_lens, D ** -0.5, out=out[:B])
         else:
-            kp = torch.index_select(k_cache.view(nb, -1), 0, p.block_table).view(-1, KVH, D)[:p.context_len]
-            vp = torch.index_select(v_cache.view(nb, -1), 0, p.block_table).view(-1, KVH, D)[:p.context_len]
-            kp, vp = kp.transpose(0, 1), vp.transpose(0, 1)
-        op = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=p.mask)  # [KVH, G*n, D]
-        out[p.start:p.end] = op.view(KVH, G, n, D).permute(2, 0, 1, 3).reshape(n, H, D)
+            if meta.decode_mask is None:  # built for the native kernel but running another dtype
+                L = meta.decode_block_tables.shape[1] * bs
+                meta.decode_mask = (torch.arange(L)[None, :] < meta.decode_context_lens[:, None])[:, None, None, :]
+            out[:B] = _decode_torch(q[:B], k_cache, v_cache, meta)
+    for p in meta.prefills:
+        qp = q[p.start:p.end].transpose(0, 1).unsqueeze(0)  # [1, H, n, D]
+        if p.local:
+            kp = k[p.start:p.end].transpose(0, 1).unsqueeze(0)  # [1, KVH, n, D]
+            vp = v[p.start:p.end].transpose(0, 1).unsqueeze(0)
+        else:
+            kp = _gather_context(k_cache, p.block_table, p.context_len)  # [1, KVH, ctx, D]
+            vp = _gather_context(v_cache, p.block_table, p.context_len)
+        # enable_gqa: query head h reads kv head h // G, the same grouping as repeat_kv (fused CPU kernel)
+        op = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=p.mask, is_causal=p.local, enable_gqa=True)
+        out[p.start:p.end] = op[0].transpose(0, 1)
     return out

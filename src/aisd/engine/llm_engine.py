@@ -27,7 +27,7 @@ from aisd.engine.models.llama import LlamaModel
 from aisd.engine.outputs import CompletionOutput, EngineStats, Logprob, RequestMetrics, RequestOutput
 from aisd.engine.sampler import SampledToken, Sampler
 from aisd.engine.sampling import SamplingParams
-from aisd.engine.scheduler import Scheduler
+from aisd.engine.scheduler import PrefillCost, Scheduler
 from aisd.engine.sequence import Request, Sequence, SequenceStatus
 from aisd.engine.tokenizer import Tokenizer
 
@@ -90,7 +90,9 @@ class LLMEngine:
         self.model = LlamaModel(mc, loaded.weights, DTYPES[cfg.dtype], max_positions=self.max_model_len)
         del loaded
         self.block_manager = BlockManager(num_blocks, cfg.block_size, cfg.enable_prefix_caching)
-        self.scheduler = Scheduler(cfg, self.block_manager, self.max_model_len)
+        cost = PrefillCost.for_llama(mc.hidden_size, mc.intermediate_size, mc.num_layers, mc.num_heads,
+                                     mc.num_kv_heads, mc.head_dim)
+        self.scheduler = Scheduler(cfg, self.block_manager, self.max_model_len, cost)
         self.runner = ModelRunner(self.model, num_blocks, cfg.block_size, cfg.dtype, cfg.device)
         self.sampler = Sampler(self.tokenizer.eos_token_id)
         self._rng = torch.Generator().manual_seed(cfg.seed)

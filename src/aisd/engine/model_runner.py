@@ -1,6 +1,7 @@
 """ModelRunner: owns the model and the paged KV cache; turns a scheduled step into logits for the sampling rows.
 
-KV cache: per layer a K and a V tensor [num_blocks, block_size, kv_heads, head_dim]. Inputs of one step are
+KV cache: per layer a K and a V tensor [num_blocks, kv_heads, block_size, head_dim] (head-major blocks, see
+attention.py). Inputs of one step are
 flattened (decodes first, then prefill chunks); logits are computed only for the last token of each sequence
 whose chunk reaches its end (partial prefill chunks produce none).
 """
@@ -8,6 +9,7 @@ whose chunk reaches its end (partial prefill chunks produce none).
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import torch
@@ -42,12 +44,15 @@ class ModelRunner:
     def __init__(self, model: LlamaModel, num_blocks: int, block_size: int, dtype: str = "float32",
                  device: str = "cpu") -> None:
         c = model.config
+        if device == "cpu" and os.environ.get("AISD_PACKED_WEIGHTS", "1").lower() not in ("0", "false", "no", "off"):
+            if model.pack_weights():  # oneDNN pre-packed linear weights: see LlamaModel.pack_weights
+                log.info("linear weights pre-packed for oneDNN")
         self.model = model
         self.block_size = block_size
         self.num_blocks = num_blocks
         self.device = device
         self.group = c.num_heads // c.num_kv_heads
-        shape = (num_blocks, block_size, c.num_kv_heads, c.head_dim)
+        shape = (num_blocks, c.num_kv_heads, block_size, c.head_dim)
         # torch.zeros is lazily backed by the OS (calloc): untouched blocks cost no resident memory
         self.kv_caches = [(torch.zeros(shape, dtype=DTYPES[dtype]), torch.zeros(shape, dtype=DTYPES[dtype]))
                           for _ in range(c.num_layers)]

@@ -49,7 +49,6 @@ class Sequence:
         self.num_preemptions = 0
         self.generator: Any = None  # torch.Generator for sampling (set by the engine; seeded per request)
         self.emitted_text_len = 0  # streaming: characters of output_text already safe to show
-        self.emitted_text_len = 0  # streaming: characters of output_text already safe to show
 
     @property
     def params(self) -> SamplingParams:

@@ -91,6 +91,42 @@ class LlamaModel:
         freqs = torch.outer(torch.arange(n, dtype=torch.float32), inv)  # [n, D/2]
         emb = torch.cat([freqs, freqs], dim=-1)  # [n, D]
         self.cos, self.sin = emb.cos().to(dtype), emb.sin().to(dtype)
+        self.packed = False
+
+    def pack_weights(self) -> bool:
+        """Pre-pack every linear weight into oneDNN's blocked layout (what inductor's CPU "freezing" and IPEX do):
+        the matmul then skips the per-call weight reorder, ~1.4-3x faster than the default sgemm for these shapes
+        on x86. Same maths; the summation order differs from MKL's (~1e-6 relative). Returns False (nothing changed)
+        when this torch build has no oneDNN linear."""
+        if self.packed:
+            return True
+        if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+            return False
+        try:
+            probe = torch.ops.mkldnn._reorder_linear_weight(self.layers[0].o, 64)
+            x = torch.randn(3, self.layers[0].o.shape[1], dtype=self.dtype)
+            got = torch.ops.mkldnn._linear_pointwise(x, probe, None, "none", [], "")
+            if not torch.allclose(got.float(), F.linear(x, self.layers[0].o).float(), rtol=1e-2, atol=1e-3):
+                return False
+        except (RuntimeError, AttributeError):  # an op missing or unsupported in this build
+            return False
+
+        def pack(w: torch.Tensor) -> torch.Tensor:
+            return torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), 64)  # 64: the typical decode batch
+
+        for layer in self.layers:
+            layer.qkv, layer.o, layer.gate_up, layer.down = (pack(layer.qkv), pack(layer.o), pack(layer.gate_up),
+                                                             pack(layer.down))
+        self.lm_head = pack(self.lm_head)  # a separate tensor when tied: the embedding lookup keeps the plain one
+        self.packed = True
+        return True
+
+    def _linear(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """x [T, in] @ w[out, in]^T (+ bias) -> [T, out], through the pre-packed oneDNN weight when packed."""
+        if self.packed:
+            out = torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
+            return out if bias is None else out + bias
+        return F.linear(x, w, bias)
 
     def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """x [T, heads, D] rotated by rotate-half RoPE; cos/sin [T, 1, D]."""
@@ -109,17 +145,17 @@ class LlamaModel:
         q_end, k_end = H * D, (H + KVH) * D
         for layer, (k_cache, v_cache) in zip(self.layers, kv_caches, strict=True):
             h = rms_norm(x, layer.input_norm, c.rms_norm_eps)
-            qkv = F.linear(h, layer.qkv, layer.qkv_bias)  # [T, (H + 2 KVH) D]
+            qkv = self._linear(h, layer.qkv, layer.qkv_bias)  # [T, (H + 2 KVH) D]
             q = self._rope(qkv[:, :q_end].view(T, H, D), cos, sin)
             k = self._rope(qkv[:, q_end:k_end].view(T, KVH, D), cos, sin)
             v = qkv[:, k_end:].view(T, KVH, D)
             attn = paged_attention(q, k, v, k_cache, v_cache, meta)  # [T, H, D]
-            x = x + F.linear(attn.view(T, H * D), layer.o)
+            x = x + self._linear(attn.view(T, H * D), layer.o)
             h = rms_norm(x, layer.post_norm, c.rms_norm_eps)
-            gate, up = F.linear(h, layer.gate_up).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, layer.down)
+            gate, up = self._linear(h, layer.gate_up).chunk(2, dim=-1)
+            x = x + self._linear(F.silu(gate) * up, layer.down)
         return x
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [S, hidden] at the positions that sample -> float32 logits [S, vocab]."""
-        return F.linear(rms_norm(hidden, self.norm, self.config.rms_norm_eps), self.lm_head).float()
+        return self._linear(rms_norm(hidden, self.norm, self.config.rms_norm_eps), self.lm_head).float()

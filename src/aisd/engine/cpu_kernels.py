@@ -1,0 +1,248 @@
+"""A native CPU kernel for decode attention over the paged KV cache, built on first use with the system C compiler.
+
+Why: with pure torch, decode attention must first gather each sequence's blocks into a padded dense tensor
+(``index_select``) and then run SDPA over it, so every layer reads the context twice and writes it once, padded to the
+longest sequence. This kernel walks each sequence's block table and reads every K/V row exactly once, like vLLM's
+PagedAttention kernels (Kwon et al. 2023) and its CPU backend do; nothing is padded or copied.
+
+Per (sequence, kv head) it computes the G = num_heads / num_kv_heads query heads that share that KV head (GQA) in two
+passes: scores q.k * scale for the whole context, then a softmax (max-subtracted, as SDPA does) and the weighted sum
+of V. Work is split over ``torch.get_num_threads()`` Python threads (ctypes releases the GIL), so it adds no second
+OpenMP runtime next to torch's.
+
+The C source is compiled once per machine (``-O3 -march=native``) into ``$AISD_HOME/kernels`` (default
+``~/.aisd/kernels``), keyed by a hash of the source, the flags and the CPU's feature flags. Without a C compiler, or
+when ``AISD_NATIVE_KERNELS=0``, ``available()`` is False and the engine uses the pure-torch path (same results up to
+float rounding).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+_SOURCE = r"""
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#define MAXG 16  /* query heads per kv head */
+#define MAXD 256 /* head_dim */
+
+/* One (sequence, kv head): G query rows q [G, D] against the sequence's L cached tokens, walked block by block.
+   k_cache / v_cache point at this kv head's rows of block 0; blocks are ``row * bs`` floats apart and, the cache
+   being head-major ([num_blocks, KVH, bs, D]), the bs rows of one (block, head) are contiguous: one 4 KiB stream
+   per block for D = 64, which the hardware prefetcher follows. */static inline void attend(const float *restrict q, const float *restrict k_cache, const float *restrict v_cache,
+                          const int64_t *restrict table, int64_t L, float *restrict out, float *restrict scores,
+                          int64_t G, const int64_t D, int64_t bs, int64_t row, float scale) {
+    /* pass 1: scores[g, j] = q_g . k_j * scale (each K row read once for the G heads) */
+    int64_t j = 0;
+    for (int64_t blk = 0; j < L; ++blk) {
+        const float *kb = k_cache + table[blk] * bs * row;
+        int64_t n = L - j < bs ? L - j : bs;
+        for (int64_t t = 0; t < n; ++t, ++j) {
+            const float *kj = kb + t * D;
+            for (int64_t g = 0; g < G; ++g) {
+                const float *qg = q + g * D;
+                float s = 0.f;
+                #pragma omp simd reduction(+:s)
+                for (int64_t d = 0; d < D; ++d) s += qg[d] * kj[d];
+                scores[g * L + j] = s * scale;
+            }
+        }
+    }
+    /* softmax over j, per g (max-subtracted, like SDPA) */
+    for (int64_t g = 0; g < G; ++g) {
+        float *sg = scores + g * L;
+        float m = -INFINITY;
+        for (int64_t i = 0; i < L; ++i) m = sg[i] > m ? sg[i] : m;
+        float sum = 0.f;
+        for (int64_t i = 0; i < L; ++i) { sg[i] = expf(sg[i] - m); sum += sg[i]; }
+        const float inv = 1.f / sum;
+        for (int64_t i = 0; i < L; ++i) sg[i] *= inv;
+    }
+    /* pass 2: out_g = sum_j p[g, j] v_j */
+    float acc[MAXG * MAXD];
+    memset(acc, 0, sizeof(float) * G * D);
+    j = 0;
+    for (int64_t blk = 0; j < L; ++blk) {
+        const float *vb = v_cache + table[blk] * bs * row;
+        int64_t n = L - j < bs ? L - j : bs;
+        for (int64_t t = 0; t < n; ++t, ++j) {
+            const float *vj = vb + t * D;
+            for (int64_t g = 0; g < G; ++g) {
+                const float p = scores[g * L + j];
+                float *ag = acc + g * D;
+                #pragma omp simd
+                for (int64_t d = 0; d < D; ++d) ag[d] += p * vj[d];
+            }
+        }
+    }
+    memcpy(out, acc, sizeof(float) * G * D);
+}
+/* Decode attention for sequences [b0, b1), one query token each. q [B, H, D]; k/v cache [num_blocks, KVH, bs, D];
+   block_tables [B, max_blocks]; context_lens [B]; out [B, H, D]. Returns 0, 1 (out of memory) or 2 (shape too big). */
+int paged_decode_attention(const float *q, const float *k_cache, const float *v_cache, const int64_t *block_tables,
+                           const int64_t *context_lens, float *out, int64_t b0, int64_t b1, int64_t H, int64_t KVH,
+                           int64_t D, int64_t bs, int64_t max_blocks, float scale) {
+    const int64_t G = H / KVH;
+    if (G > MAXG || D > MAXD) return 2;
+    int64_t max_ctx = 1;
+    for (int64_t b = b0; b < b1; ++b) if (context_lens[b] > max_ctx) max_ctx = context_lens[b];
+    float *scores = (float *)malloc(sizeof(float) * (size_t)(G * max_ctx));
+    if (!scores) return 1;
+    const int64_t row = KVH * D;
+    for (int64_t b = b0; b < b1; ++b)
+        for (int64_t h = 0; h < KVH; ++h) {
+            const int64_t off = (b * H + h * G) * D;
+            if (D == 64)  /* the common head size, with a constant trip count the compiler unrolls */
+                attend(q + off, k_cache + h * bs * D, v_cache + h * bs * D, block_tables + b * max_blocks, context_lens[b],
+                       out + off, scores, G, 64, bs, row, scale);
+            else
+                attend(q + off, k_cache + h * bs * D, v_cache + h * bs * D, block_tables + b * max_blocks, context_lens[b],
+                       out + off, scores, G, D, bs, row, scale);
+        }
+    free(scores);
+    return 0;
+}
+"""
+
+_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fPIC", "-shared", "-std=c11"]
+_lib: ctypes.CDLL | None = None
+_tried = False
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("AISD_HOME", "~/.aisd")).expanduser() / "kernels"
+
+
+def _cpu_key() -> str:
+    """The CPU's feature flags: a library built with -march=native must not be reused on another CPU."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _build() -> ctypes.CDLL | None:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        log.info("no C compiler found: decode attention uses the pure-torch path")
+        return None
+    key = hashlib.sha256("\0".join([_SOURCE, *_FLAGS, _cpu_key(), platform.machine()]).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"paged_attention_{key}.so"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "paged_attention.c"
+            src.write_text(_SOURCE)
+            built = Path(tmp) / target.name
+            proc = subprocess.run([cc, *_FLAGS, str(src), "-o", str(built), "-lm"], capture_output=True, text=True,
+                                  timeout=120)
+            if proc.returncode != 0:
+                log.warning("could not build the native attention kernel with %s (%s); using the pure-torch path",
+                            cc, proc.stderr.strip()[:500])
+                return None
+            os.replace(built, target)  # atomic: concurrent engines never load a half-written file
+        log.info("built native decode-attention kernel %s", target)
+    lib = ctypes.CDLL(str(target))
+    fn = lib.paged_decode_attention
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 7 + [ctypes.c_float]
+    return lib
+
+
+def available() -> bool:
+    """True when the native kernel is built (or could be built now) and not disabled by AISD_NATIVE_KERNELS=0."""
+    global _lib, _tried
+    if os.environ.get("AISD_NATIVE_KERNELS", "1").lower() in ("0", "false", "no", "off"):
+        return False
+    with _lock:
+        if not _tried:
+            _tried = True
+            try:
+                _lib = _build()
+            except (OSError, subprocess.SubprocessError) as e:
+                log.warning("native attention kernel unavailable (%s); using the pure-torch path", e)
+                _lib = None
+        return _lib is not None
+
+
+def _executor(n: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size != n:
+            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="aisd-attn")
+            _pool_size = n
+        return _pool
+
+
+def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                           block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float,
+                           out: torch.Tensor | None = None) -> torch.Tensor:
+    """q [B, H, D] float32; caches [num_blocks, KVH, block_size, D] float32 (head-major blocks); block_tables [B, max_blocks] int64;
+    context_lens [B] int64 (tokens each query attends to, itself included) -> out [B, H, D]."""
+    if not available():
+        raise RuntimeError("native attention kernel is not available")
+    if q.dtype != torch.float32 or k_cache.dtype != torch.float32 or v_cache.dtype != torch.float32:
+        raise TypeError("the native kernel takes float32 tensors")
+    B, H, D = q.shape
+    nb, KVH, bs, _ = k_cache.shape
+    q = q.contiguous()
+    bt = block_tables.contiguous()
+    cl = context_lens.contiguous()
+    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
+        raise ValueError("the KV caches must be contiguous")
+    out = torch.empty_like(q) if out is None else out
+    if not out.is_contiguous() or out.shape != q.shape:
+        raise ValueError("out must be a contiguous tensor shaped like q")
+    fn = _lib.paged_decode_attention  # type: ignore[union-attr]
+    args = (q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), bt.data_ptr(), cl.data_ptr(), out.data_ptr())
+    rest = (H, KVH, D, bs, bt.shape[1], scale)
+    n = max(1, min(torch.get_num_threads(), B))
+    if n == 1:
+        codes = [fn(*args, 0, B, *rest)]
+    else:
+        pool = _executor(n)
+        parts = split_by_work(cl.tolist(), n)
+        futures = [pool.submit(fn, *args, a, b, *rest) for a, b in parts[1:]]
+        codes = [fn(*args, *parts[0], *rest)] + [f.result() for f in futures]
+    if 1 in codes:
+        raise MemoryError("native attention kernel could not allocate its scratch buffer")
+    if 2 in codes:
+        raise ValueError(f"native attention kernel supports up to 16 query heads per kv head and head_dim <= 256; "
+                         f"got {H // KVH} and {D}")
+    return out
+
+
+def split_by_work(lengths: list[int], n: int) -> list[tuple[int, int]]:
+    """Cut [0, len(lengths)) into at most n contiguous non-empty ranges of about equal total length (the work)."""
+    total = sum(lengths)
+    parts: list[tuple[int, int]] = []
+    start, acc = 0, 0
+    for i, length in enumerate(lengths):
+        acc += length
+        if len(parts) < n - 1 and acc * n >= total * (len(parts) + 1) and i + 1 < len(lengths):
+            parts.append((start, i + 1))
+            start = i + 1
+    parts.append((start, len(lengths)))
+    return parts
