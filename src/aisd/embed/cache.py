@@ -20,6 +20,7 @@ import numpy as np
 from aisd.core.errors import CorruptDataError
 from aisd.core.hashing import sha256_hex
 from aisd.core.progress import progress
+from aisd.core.sqlite import connect_cache_db
 from aisd.embed.base import Embedder, TokenSpan
 
 _SCHEMA = """
@@ -76,16 +77,7 @@ class CachedEmbedder:
     def _db(self) -> sqlite3.Connection:
         # a connection must not cross a fork: reopen in a child process
         if self._conn is None or self._pid != os.getpid():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False)
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA busy_timeout=30000")
-                conn.executescript(_SCHEMA)
-            except sqlite3.DatabaseError as e:
-                conn.close()
-                raise CorruptDataError(f"embedding cache {self.path} is not a readable SQLite file: {e}") from e
+            conn = connect_cache_db(self.path, _SCHEMA, "embedding cache")
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 

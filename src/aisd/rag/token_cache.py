@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from aisd.core.errors import CorruptDataError
+from aisd.core.sqlite import connect_cache_db
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS token_vectors (
@@ -43,15 +44,7 @@ class TokenVectorCache:
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():  # a connection must not cross a fork
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False)
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.executescript(_SCHEMA)
-            except sqlite3.DatabaseError as e:
-                conn.close()
-                raise CorruptDataError(f"token vector cache {self.path} is not a readable SQLite file: {e}") from e
+            conn = connect_cache_db(self.path, _SCHEMA, "token vector cache")
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 
