@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from aisd.core.errors import CorruptDataError
+from aisd.core.files import atomic_write
 from aisd.rag.documents import Chunk
 from aisd.rag.filters import filter_predicate
 
@@ -24,16 +24,6 @@ def chunk_to_dict(c: Chunk) -> dict[str, Any]:
 def chunk_from_dict(d: dict[str, Any]) -> Chunk:
     return Chunk(id=d["id"], doc_id=d["doc_id"], text=d["text"], start=int(d["start"]), end=int(d["end"]),
                  metadata=dict(d.get("metadata") or {}), window=d.get("window"))
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class ChunkStore:

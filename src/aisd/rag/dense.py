@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 
 from aisd.core.errors import CorruptDataError
+from aisd.core.files import atomic_write
 from aisd.core.progress import progress
 from aisd.embed.base import Embedder
-from aisd.rag.chunk_store import ChunkStore, atomic_write, chunk_from_dict, chunk_to_dict
+from aisd.rag.chunk_store import ChunkStore, chunk_from_dict, chunk_to_dict
 from aisd.rag.documents import Chunk, RetrievedChunk
 from aisd.rag.retriever_base import check_chunks, check_k
 

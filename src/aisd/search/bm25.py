@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import threading
 from collections import Counter
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from aisd.core.errors import CorruptDataError, InvalidRequestError
+from aisd.core.files import atomic_write
 from aisd.core.progress import progress
 from aisd.search.tokenize import Tokenizer
 
@@ -250,20 +250,7 @@ class BM25Index:
                     "tokenizer": self.tokenizer.config(),
                     "docs": {d: dict(c) for d, c in self._docs.items()}}
             data = gzip.compress(json.dumps(body, separators=(",", ":")).encode("utf-8"), compresslevel=5)
-        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        try:  # make the rename itself durable
-            dfd = os.open(target.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError:
-            pass
+        atomic_write(target, data)
         return target
 
     def _load(self, path: Path) -> None:
