@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-slow bench lint redis clean
+.PHONY: demo test test-slow bench lint redis cc clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,16 +30,24 @@ redis:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
+# A C compiler builds the engine's native decode-attention kernel (aisd.engine.cpu_kernels); without one the engine
+# falls back to pure torch, but the tests check the kernel itself, so they need it.
+cc:
+	@command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || command -v clang >/dev/null 2>&1 || { \
+	  echo "installing a C compiler (gcc)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq gcc libc6-dev >/dev/null; }
+
 demo: $(STAMP)
 	$(PY) -m aisd.app.demo
 
-test: $(STAMP) redis
+test: $(STAMP) redis cc
 	$(PY) -m pytest -m "not slow" -q -p no:cacheprovider
 
-test-slow: $(STAMP) redis
+test-slow: $(STAMP) redis cc
 	$(PY) -m pytest -m slow -q -p no:cacheprovider
 
-bench: $(STAMP) redis
+bench: $(STAMP) redis cc
 	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 lint: $(STAMP)

