@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from aisd.core.hashing import hash_object
+from aisd.core.sqlite import enable_wal, retry_busy
 
 KINDS = ("entity", "feature_view", "on_demand_feature_view", "feature_service", "push_source")
 
@@ -63,9 +64,8 @@ class Registry:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        enable_wal(self._db)
+        retry_busy(self._db, _SCHEMA, script=True)
 
     def close(self) -> None:
         with self._lock:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from aisd.core.progress import progress
+from aisd.core.sqlite import enable_wal, retry_busy
 from aisd.rag.documents import Chunk, Document
 
 
@@ -109,8 +110,8 @@ class IngestState:
         self._lock = threading.RLock()
         with self._lock:
             if path is not None:
-                self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
+                enable_wal(self._db)
+            retry_busy(self._db, _SCHEMA, script=True)
 
     @staticmethod
     def _record(row: tuple[Any, ...]) -> DocumentRecord:

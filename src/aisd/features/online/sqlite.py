@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aisd.core.errors import CorruptDataError
+from aisd.core.sqlite import enable_wal
 from aisd.features.online.base import OnlineRecord, OnlineRow, dumps, loads
 
 FORMAT_VERSION = 1
@@ -65,8 +66,7 @@ class SqliteOnlineStore:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps the file consistent
+            enable_wal(conn)  # synchronous=NORMAL: durable at checkpoints; WAL keeps the file consistent
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
