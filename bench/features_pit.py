@@ -194,7 +194,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="100k entity rows, 10 x 50k feature rows")
     ap.add_argument("--runs", type=int, default=3, help="runs per engine (median reported)")
     ap.add_argument("--feast-runs", type=int, default=1, help="runs for Feast (slow)")
-    ap.add_argument("--memory-limit", default="1GB", help="aisd's DuckDB memory_limit (spills beyond it)")
+    ap.add_argument("--memory-limit", default="2GB",
+                    help="aisd's memory_limit (its default; the SQL engine spills beyond it, auto picks the memory engine "
+                         "while its working state fits in half)")
     ap.add_argument("--feast-timeout", type=float, default=1800.0)
     ap.add_argument("--no-feast", action="store_true")
     ap.add_argument("--exclude-late", action="store_true",

@@ -66,45 +66,112 @@ def key_ids(left: Sequence[Any], right: Sequence[Any]) -> tuple[np.ndarray, np.n
     return combined[:n], combined[n:]
 
 
+class AsofIndex:
+    """One view's rows prepared for as-of matching: sorted once by (key id, time, tie), then matched against any
+    number of left chunks (``match``), each an independent binary search - so a long entity frame can be matched and
+    written chunk by chunk. The packing (key id major, time minor) must cover every left time, so the left side's
+    valid times are given up front (``left_ts``: all of them, or just their (min, max) when the span packs directly).
+    ``ok`` is False when (key, time) cannot be packed into an int64 (the caller then uses the SQL engine)."""
+
+    def __init__(self, right_keys: np.ndarray, right_ts: np.ndarray, right_tie: np.ndarray | None,
+                 left_ts: np.ndarray, right_fresh: np.ndarray | None = None) -> None:
+        # Left key ids above the right side's largest become ``self._cap`` in ``match`` (they cannot match), so the
+        # packing only has to cover the right side's ids plus that one.
+        self._cap = max(int(right_keys.max(initial=0)), 0) + 1
+        top = self._cap + 1
+        both = [a for a in (left_ts, right_ts) if len(a)]
+        low = min(int(a.min()) for a in both) if both else 0
+        span = (max(int(a.max()) for a in both) - low + 1) if both else 1
+        self._times: np.ndarray | None = None
+        self.ok = True
+        if packable(top, span):  # times offset from the earliest fit beside the key id: no ranking needed
+            self._low, self._m = low, span
+            right_rank = right_ts - low
+        else:  # dense time ranks from the union of both sides' times (a sort + dedupe; np.unique hashes, slower)
+            times = np.sort(np.concatenate([left_ts, right_ts]))
+            if len(times):
+                times = times[np.concatenate(([True], times[1:] != times[:-1]))]
+            self._times, self._low, self._m = times, 0, max(len(times), 1)
+            self.ok = packable(top, self._m)
+            right_rank = np.searchsorted(times, right_ts)
+        self.n_right = len(right_keys)
+        packed = right_keys * self._m + right_rank  # order-preserving: key id major, time rank minor
+        self._order = sort_with_ties(packed, right_tie)  # (m,) right rows by (key, time, tie)
+        self._packed = packed[self._order]  # sorted: binary-searchable
+        self._keys = right_keys[self._order]  # in sorted order: the matches' keys are read sequentially
+        self._fresh = right_fresh[self._order] if right_fresh is not None else None
+
+    def _rank(self, ts: np.ndarray) -> np.ndarray:
+        return ts - self._low if self._times is None else np.searchsorted(self._times, ts)
+
+    def match(self, left_keys: np.ndarray, left_ts: np.ndarray, left_valid: np.ndarray, left_order: np.ndarray,
+              min_fresh: np.ndarray | None = None) -> np.ndarray:
+        """Index into the right side of each left row's match (-1: none), in the left rows' order.
+
+        ``left_order`` is the rows' (key, time) order (``left_order()``); any order gives the same answer, sorted
+        queries keep NumPy's binary search in cache (~4x faster than random order at 1M x 500k). ``min_fresh``
+        (per left row, e.g. t - ttl) rejects a match whose fresh time is older - then nothing fresh exists, since
+        every earlier row of that key is older still. Work happens in sorted-query space (sequential reads of the
+        sorted right side); one scatter puts the answers back in the left order."""
+        out = np.full(len(left_keys), -1, np.int64)
+        if self.n_right == 0 or len(left_keys) == 0:
+            return out
+        keys_s, valid_s = np.minimum(left_keys[left_order], self._cap), left_valid[left_order]
+        ts_s = np.where(valid_s, left_ts[left_order], self._low)  # a NULL time: any in-range value, masked below
+        pos = np.searchsorted(self._packed, keys_s * self._m + self._rank(ts_s), side="right") - 1
+        at = np.clip(pos, 0, None)
+        ok = valid_s & (keys_s >= 0) & (pos >= 0) & (self._keys[at] == keys_s)
+        if min_fresh is not None and self._fresh is not None:
+            ok &= self._fresh[at] >= min_fresh[left_order]
+        out[left_order] = np.where(ok, self._order[at], -1)
+        return out
+
+
 def asof_match(left_keys: np.ndarray, left_ts: np.ndarray, left_valid: np.ndarray, right_keys: np.ndarray,
                right_ts: np.ndarray, right_tie: np.ndarray | None = None,
-               left_order: np.ndarray | None = None) -> np.ndarray | None:
+               left_order_: np.ndarray | None = None) -> np.ndarray | None:
     """Index into the right side of each left row's match (-1: none): same key id, the largest right time <= the
     left time; among equal (key, time) right rows the last in input order. ``left_valid`` masks left rows with a
     NULL time. Right rows with key id -1 (a NULL key) never match. ``right_tie`` (e.g. created time) orders right
     rows with the same key and time, so the match is the one with the largest tie value: the newest-created row
-    wins without a separate dedupe pass. ``left_order`` (``np.lexsort((left_ts, left_keys))``) may be passed when
-    several views share the left side: it only speeds the search up, any order gives the same answer. None if the
-    packing would overflow int64."""
-    top = max(int(left_keys.max(initial=0)), int(right_keys.max(initial=0))) + 1
-    valid_ts = left_ts[left_valid]
-    both = [a for a in (valid_ts, right_ts) if len(a)]
-    low = min(int(a.min()) for a in both) if both else 0
-    span = (max(int(a.max()) for a in both) - low + 1) if both else 1
-    if packable(top, span):  # times offset from the earliest fit beside the key id: no ranking needed
-        m, left_rank, right_rank = span, np.where(left_valid, left_ts - low, 0), right_ts - low
-    else:  # dense time ranks from the union of both sides' times (a sort + dedupe; np.unique hashes, slower)
-        times = np.sort(np.concatenate([left_ts[left_valid], right_ts]))
-        if len(times):
-            times = times[np.concatenate(([True], times[1:] != times[:-1]))]
-        m = max(len(times), 1)
-        if not packable(top, m):
-            return None
-        left_rank = np.searchsorted(times, left_ts)  # exact for valid rows: every left time is in ``times``
-        right_rank = np.searchsorted(times, right_ts)
-    right_packed = right_keys * m + right_rank  # order-preserving: key id major, time rank minor
-    left_packed = left_keys * m + left_rank
-    order = np.argsort(right_packed, kind="stable") if right_tie is None else np.lexsort((right_tie, right_packed))
-    # Queries in sorted order: NumPy's binary search then starts from the previous answer and stays in cache
-    # (~4x faster than random order at 1M x 500k); answers are scattered back to the left rows' order.
-    query_order = np.argsort(left_packed, kind="stable") if left_order is None else left_order
-    pos = np.empty(len(left_packed), np.int64)
-    pos[query_order] = np.searchsorted(right_packed[order], left_packed[query_order], side="right") - 1
-    idx = order[np.clip(pos, 0, None)] if len(order) else np.zeros(len(left_keys), np.int64)
-    ok = left_valid & (left_keys >= 0) & (pos >= 0)
-    if len(order):
-        ok &= right_keys[idx] == left_keys
-    return np.where(ok, idx, -1)
+    wins without a separate dedupe pass. None if the packing would overflow int64. (``AsofIndex`` in one call.)"""
+    index = AsofIndex(right_keys, right_ts, right_tie, left_ts[left_valid])
+    if not index.ok:
+        return None
+    order = left_order(left_keys, left_ts) if left_order_ is None else left_order_
+    return index.match(left_keys, left_ts, left_valid, order)
+
+
+def sort_with_ties(packed: np.ndarray, tie: np.ndarray | None) -> np.ndarray:
+    """Stable order of ``packed`` with equal values ordered by ``tie`` - ``np.lexsort((tie, packed))``, 2.5x faster
+    when ties are rare: one stable argsort of the int64 keys, then a lexsort of only the rows whose key repeats (each
+    group of equal keys occupies the same positions before and after, so sorting the groups' rows in place is exact).
+    Measured on 500k rows with 10% repeats: 40 ms against 102 ms."""
+    order = np.argsort(packed, kind="stable")
+    if tie is None or len(packed) < 2:
+        return order
+    ranked = packed[order]
+    same = ranked[1:] == ranked[:-1]  # (n-1,) True where a row has the same key as the one before it
+    if not same.any():
+        return order
+    in_group = np.zeros(len(packed), bool)
+    in_group[1:] |= same
+    in_group[:-1] |= same
+    pos = np.flatnonzero(in_group)
+    rows = order[pos]  # the repeated keys' rows, in stable (key, input) order
+    order[pos] = rows[np.lexsort((tie[rows], packed[rows]))]
+    return order
+
+
+def left_order(keys: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """``np.lexsort((ts, keys))`` for non-negative int64 key ids: one argsort of (key, time) packed into an int64
+    when it fits (3x faster on 1M rows), the two-pass lexsort otherwise."""
+    if len(keys):
+        low, high = int(ts.min()), int(ts.max())
+        top = int(keys.max()) + 2  # key ids start at -1 (NULL)
+        if packable(top, high - low + 1):
+            return np.argsort((keys + 1) * (high - low + 1) + (ts - low), kind="stable")
+    return np.lexsort((ts, keys))
 
 
 def packable(n_keys: int, n_times: int) -> bool:

@@ -125,33 +125,36 @@ class RetrievalJob:
 
     # ---- engine choice ------------------------------------------------------------------------------------------
     def engine(self) -> str:
-        """"memory" or "duckdb" (see ``OfflineConfig.pit_engine``). "auto" estimates what the memory engine holds at
-        its peak - the result plus the largest view's candidate rows, at 10 bytes per cell (8 for a value, plus
-        validity and sort arrays) - and picks it while that fits in half the memory limit; otherwise the SQL engine,
-        which stays within the limit by spilling, so large exports and huge sources still finish."""
+        """"memory" or "duckdb" (see ``OfflineConfig.pit_engine``). "auto" estimates what the memory engine holds
+        besides the result - every view's candidate rows (features plus four sorted index arrays), one key-id column
+        per view for the entity rows, and three streamed chunks of the result - at 10 bytes per cell (8 for a value,
+        plus validity), and picks it while that fits in half the memory limit; otherwise the SQL engine, which stays
+        within the limit by spilling, so large exports and huge sources still finish. The result itself is not
+        counted: ``to_parquet`` streams it in chunks, and ``to_arrow`` returns it whichever engine runs."""
         choice = self.offline.config.pit_engine
         if choice != "auto":
             return choice
         if self._engine is None:
+            from aisd.features.memory_join import CHUNK_ROWS
+
             if self.entity.path:
                 import pyarrow.parquet as pq
 
                 rows = pq.ParquetFile(self.entity.path).metadata.num_rows
             else:
                 rows = len(self.entity.frame)
-            cells = rows * (len(self.entity.columns) + sum(len(r.features) for r in self._requests))
+            width = len(self.entity.columns) + sum(len(r.features) for r in self._requests)
+            cells = rows * (len(self.entity.columns) + len(self._requests)) + 3 * min(rows, CHUNK_ROWS) * width
             budget = self.offline.config.memory_bytes // 2
             if cells * 10 <= budget:
                 con = self.offline.connect()
                 try:  # Parquet answers count(*) from its footer; CSV sources are read once
-                    largest = max((con.execute(f"SELECT count(*) FROM {r.source_sql}").fetchone()[0]
-                                   * (len(r.view.join_keys) + 3 + len(r.features)) for r in self._requests),
-                                  default=0)
+                    cells += sum(con.execute(f"SELECT count(*) FROM {r.source_sql}").fetchone()[0]
+                                 * (len(r.features) + 4) for r in self._requests)
                 except duckdb.Error as e:
                     raise _query_error(e) from e
                 finally:
                     con.close()
-                cells += largest
             self._engine = "memory" if cells * 10 <= budget else "duckdb"
         return self._engine
 
@@ -164,65 +167,32 @@ class RetrievalJob:
         table = self.entity.frame
         return table if isinstance(table, pa.Table) else pa.Table.from_pandas(table, preserve_index=False)
 
-    def _memory_join(self) -> Any | None:
-        """The point-in-time join in NumPy over Arrow columns (``asof.py``): per view one DuckDB query for its
-        candidate rows, one sort of those and one binary search per entity row; results come out in entity order, so
-        there is no re-join and no final sort. None when a view's key types cannot be matched this way."""
-        import numpy as np
-        import pyarrow as pa
-
-        from aisd.features.asof import asof_match, key_ids
-        from aisd.features.pit import view_rows_sql
+    def _memory_views(self) -> tuple[Any, list[Any]] | None:
+        """The in-memory engine's prepared state (``memory_join.py``): the entity rows and every view read and
+        sorted. None when a view's key types cannot be matched this way (the caller then uses the SQL engine)."""
+        from aisd.features.memory_join import EntityRows, prepare_views
 
         entity = self._entity_table()
-        t_us, t_ok = _epoch_us(entity.column(self.entity.timestamp_column))
-        columns, names = list(entity.columns), list(entity.column_names)
-        orders: dict[tuple[str, ...], Any] = {}
+        rows = EntityRows(entity, *_epoch_us(entity.column(self.entity.timestamp_column)))
         con = self.offline.connect()
         try:
-            for vr in self._requests:
-                spec = view_rows_sql(vr, self._exclude_late)
-                rows = con.sql(spec.sql).to_arrow_table()
-                if rows.num_rows == 0:  # nothing to match: every value is NULL
-                    for feat, out in zip(vr.features, vr.output_names, strict=True):
-                        columns.append(pa.nulls(entity.num_rows, rows.schema.field(feat).type))
-                        names.append(out)
-                    continue
-                keys = list(vr.view.join_keys)
-                ids = key_ids([entity.column(k) for k in keys], [rows.column(k) for k in keys])
-                if ids is None:
-                    return None
-                tie = rows.column(spec.tie).to_numpy() if spec.tie else None
-                # Entity rows in (key, time) order, sorted once per set of join keys and shared by the views that
-                # use them (left key ids keep their order from view to view; see asof_match).
-                order = orders.get(tuple(keys))
-                if order is None:
-                    order = orders[tuple(keys)] = np.lexsort((t_us, ids[0]))
-                idx = asof_match(ids[0], t_us, t_ok, ids[1], rows.column(spec.on).to_numpy(), tie, order)
-                if idx is None:
-                    return None
-                ttl = vr.view.ttl_seconds
-                if ttl:  # a match older than t - ttl means nothing fresh exists (every earlier row is older)
-                    fresh_t = rows.column(spec.fresh).to_numpy()
-                    limit = t_us - int(round(ttl * 1_000_000))
-                    idx = np.where((idx >= 0) & (fresh_t[np.clip(idx, 0, None)] >= limit), idx, -1)
-                take = pa.array(idx, mask=idx < 0)
-                for feat, out in zip(vr.features, vr.output_names, strict=True):
-                    columns.append(rows.column(feat).take(take))
-                    names.append(out)
+            views = prepare_views(con, self._requests, rows, self._exclude_late, self.offline.config.threads)
         except duckdb.Error as e:
             raise _query_error(e) from e
         finally:
             con.close()
-        return pa.Table.from_arrays(columns, names=names)
+        return None if views is None else (rows, views)
 
     def to_arrow(self) -> Any:
         import pyarrow as pa
 
-        if self.engine() == "memory":
-            table = self._memory_join()
-            if table is not None:
-                return self._finish(table) if self.plan.odfvs else table
+        if self.engine() == "memory" and (state := self._memory_views()) is not None:
+            from aisd.features.memory_join import match_chunks
+
+            rows, views = state
+            table = next(match_chunks(rows, views, chunk_rows=max(rows.table.num_rows, 1),
+                                      threads=self.offline.config.threads))
+            return self._finish(table) if self.plan.odfvs else table
         con = self._connect()
         try:
             table = con.sql(self.sql).to_arrow_table()
@@ -240,14 +210,13 @@ class RetrievalJob:
         the result fits in half the memory limit, writes its Arrow table."""
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
-        if self.engine() == "memory":
-            table = self._memory_join()
-            if table is not None:
-                import pyarrow.parquet as pq
+        if self.engine() == "memory" and (state := self._memory_views()) is not None:
+            from aisd.features.memory_join import match_chunks, write_parquet
 
-                # No dictionary encoding: feature columns are mostly distinct floats, and trying costs ~2x the write.
-                pq.write_table(self._finish(table) if self.plan.odfvs else table, str(out), use_dictionary=False)
-                return out
+            rows, views = state
+            write_parquet(match_chunks(rows, views, threads=self.offline.config.threads), out,
+                          self._finish if self.plan.odfvs else None)
+            return out
         con = self._connect()
         try:
             if not self.plan.odfvs:

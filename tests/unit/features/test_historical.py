@@ -144,7 +144,7 @@ def test_dedupe_keeps_rows_with_null_created_times_and_keyword_feature_names(tmp
 
 
 def test_auto_engine_holds_small_results_in_memory_and_hands_large_ones_to_sql(repo: Path) -> None:
-    """``pit_engine="auto"``: the NumPy engine while result + largest view fit in half the memory limit, else the
+    """``pit_engine="auto"``: the NumPy engine while its working state fits in half the memory limit, else the
     spilling SQL query; both give the same training set, and an invalid engine name is refused."""
     from aisd.features import FeatureStoreConfig, OfflineConfig
 
@@ -164,3 +164,43 @@ def test_auto_engine_holds_small_results_in_memory_and_hands_large_ones_to_sql(r
     pd.testing.assert_frame_equal(frames["auto"], frames["duckdb"])
     with pytest.raises(ValueError, match="auto, memory, duckdb"):
         OfflineConfig(pit_engine="pandas")
+
+
+@pytest.mark.parametrize("odfv", [False, True])
+def test_streamed_parquet_export_in_small_chunks_equals_the_sql_engine(repo: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch,
+                                                                        odfv: bool) -> None:
+    """The memory engine writes its result in row groups of ``CHUNK_ROWS`` from a writer thread; with chunks of 7
+    rows (many row groups, a short last one) the file equals the SQL engine's, in entity order."""
+    import aisd.features.memory_join as mj
+    from aisd.features import FeatureStoreConfig, OfflineConfig
+
+    monkeypatch.setattr(mj, "CHUNK_ROWS", 7)
+    rows = [(1001 + i % 5, (i * 7919) % 97 / 10 - 1) for i in range(53)]  # 5 keys incl. an unknown one
+    ent = _entities(rows)
+    refs = ["driver_stats:conv_rate", "driver_stats:city", "driver_profile:avg_daily_trips"]
+    if odfv:
+        ent = ent.assign(val_to_add=list(range(53)))
+        refs.append("transformed:conv_plus")
+    tables = {}
+    for engine in ("memory", "duckdb"):
+        store = FeatureStore(repo, FeatureStoreConfig(offline=OfflineConfig(pit_engine=engine)))
+        store.apply_repo()
+        out = store.get_historical_features(ent, refs).to_parquet(tmp_path / f"{engine}.parquet")
+        tables[engine] = pq.read_table(out)
+        store.close()
+    assert pq.ParquetFile(tmp_path / "memory.parquet").metadata.num_row_groups == 8  # 53 rows / 7
+    assert tables["memory"].num_rows == 53
+    pd.testing.assert_frame_equal(tables["memory"].to_pandas(), tables["duckdb"].to_pandas())
+    assert tables["memory"].column("conv_rate").null_count > 0  # the unknown key and early rows stay NULL
+
+
+def test_a_failing_parquet_write_raises_instead_of_hanging(store: FeatureStore, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import aisd.features.memory_join as mj
+
+    monkeypatch.setattr(mj, "CHUNK_ROWS", 2)
+    (tmp_path / "taken").mkdir()  # a directory where the file should go
+    job = store.get_historical_features(_entities([(1001, 3), (1002, 1)] * 5), ["driver_stats:conv_rate"])
+    with pytest.raises(OSError):
+        job.to_parquet(tmp_path / "taken")
