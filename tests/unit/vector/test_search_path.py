@@ -170,3 +170,41 @@ def test_ids_stay_right_when_int_and_str_ids_mix(tmp_path: Path) -> None:
     col = store.get_collection("m")
     assert col.search(x[7], k=1)[0].id == 7 and col.search(x[33], k=1)[0].id == "s33"
     store.close()
+
+
+@pytest.mark.parametrize("kind, params", [("ivf", {"nlist": 16, "nprobe": 4}),
+                                          ("ivfpq", {"nlist": 16, "nprobe": 4, "m": 8, "nbits": 6})])
+def test_ivf_lists_are_relaid_out_as_the_index_doubles_without_changing_results(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, params: dict) -> None:
+    import faiss
+
+    from aisd.vector import indexes
+
+    monkeypatch.setattr(indexes, "RELAYOUT_MIN", 500)
+    calls: list[int] = []
+    original = indexes.VectorIndex.relayout
+
+    def counting(self: indexes.VectorIndex) -> None:
+        calls.append(self.ntotal)
+        original(self)
+
+    monkeypatch.setattr(indexes.VectorIndex, "relayout", counting)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3000, 32)).astype(np.float32)
+    store = VectorStore(tmp_path / "s", fsync="never")
+    col = store.create_collection("c", dim=32, metric="l2", index=kind, params={**params, "train_size": 400})
+    for start in range(0, 3000, 250):
+        col.upsert(list(range(start, start + 250)), x[start:start + 250])
+    assert calls == [500, 1000, 2000]  # doubling: O(1) copying per vector
+    q = rng.standard_normal((20, 32)).astype(np.float32)
+    before = [[(h.id, round(h.score, 4)) for h in row] for row in col.search_batch(q, k=10)]
+    inner = col._index._index
+    lists = faiss.extract_index_ivf(inner).invlists
+    sizes = [lists.list_size(i) for i in range(16)]
+    col._index.relayout()
+    lists = faiss.extract_index_ivf(inner).invlists
+    assert [lists.list_size(i) for i in range(16)] == sizes and inner.ntotal == 3000
+    assert [[(h.id, round(h.score, 4)) for h in row] for row in col.search_batch(q, k=10)] == before
+    col.delete([0, 1, 2])  # removal still works on the new lists
+    assert col.count() == 2997 and all(h.id not in (0, 1, 2) for h in col.search(x[0], k=10))
+    store.close()
