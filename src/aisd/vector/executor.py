@@ -8,6 +8,7 @@ search of just those rows, so a search never returns fewer hits than exist.
 
 from __future__ import annotations
 
+import gc
 import itertools
 from typing import Any, NamedTuple
 
@@ -23,6 +24,10 @@ from aisd.vector.storage import PointStorage
 QUERY_PARAMS: dict[str, type] = {"ef_search": int, "nprobe": int, "refine": int, "exact": bool, "strategy": str}
 # Per-query parameters that leave the unfiltered route unchanged (only the index's breadth moves).
 INDEX_ONLY_PARAMS = frozenset({"ef_search", "nprobe"})
+
+
+# Batches with at least this many hits build them with the cyclic GC paused (see make_hits).
+GC_PAUSE_HITS = 1000
 
 
 class Ranked(NamedTuple):
@@ -154,9 +159,18 @@ def make_hits(r: Ranked, storage: PointStorage, *, with_payload: bool = True,
     if not with_vectors and flat_slots.min() >= 0:
         slot_list = flat_slots.tolist()
         pls = map(payloads.__getitem__, slot_list) if with_payload else nones
-        flat = list(map(new, hit, zip(storage.ids_at(flat_slots), r.scores.ravel().tolist(), pls, nones,
-                                      strict=False)))
-        return [flat[i:i + k] for i in range(0, nq * k, k)]
+        # Cyclic GC cannot find garbage among fresh hit tuples, yet every 700 allocations it scans them: pausing it
+        # for a big batch cut this loop by ~30% (10,000 hits: 3.4 -> 2.4 ms).
+        paused = nq * k >= GC_PAUSE_HITS and gc.isenabled()
+        if paused:
+            gc.disable()
+        try:
+            flat = list(map(new, hit, zip(storage.ids_at(flat_slots), r.scores.ravel().tolist(), pls, nones,
+                                          strict=False)))
+            return [flat[i:i + k] for i in range(0, nq * k, k)]
+        finally:
+            if paused:
+                gc.enable()
     out = []
     vecs = storage.vectors
     ids = storage.ids

@@ -17,6 +17,7 @@ import faiss
 import numpy as np
 
 from aisd.core.errors import InvalidRequestError
+from aisd.core.memory import release_free_memory
 
 # Allowed build + search parameters per kind (search-time ones may also be overridden per query).
 PARAMS: dict[str, dict[str, type]] = {
@@ -221,6 +222,7 @@ class VectorIndex:
         ivf.replace_invlists(new, True)
         new.this.disown()  # the index owns it now
         self._laid_out_at = self.ntotal
+        release_free_memory()  # the old lists' pages (else RSS stays ~10% above the index size: 355 vs 318 MiB)
 
     def remove(self, slots: np.ndarray) -> bool:
         """Remove slots from the index; False when the kind cannot delete (the caller keeps tombstones)."""

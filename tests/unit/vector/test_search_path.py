@@ -208,3 +208,27 @@ def test_ivf_lists_are_relaid_out_as_the_index_doubles_without_changing_results(
     col.delete([0, 1, 2])  # removal still works on the new lists
     assert col.count() == 2997 and all(h.id not in (0, 1, 2) for h in col.search(x[0], k=10))
     store.close()
+
+
+def test_big_batches_leave_the_garbage_collector_as_they_found_it(tmp_path: Path) -> None:
+    import gc
+
+    from aisd.vector import executor
+
+    rng = np.random.default_rng(5)
+    store = VectorStore(tmp_path / "s", fsync="never")
+    col = store.create_collection("c", dim=8, metric="dot", index="flat")
+    col.upsert(list(range(300)), rng.standard_normal((300, 8)).astype(np.float32))
+    q = rng.standard_normal((executor.GC_PAUSE_HITS // 10 + 5, 8)).astype(np.float32)  # above the pause threshold
+    small = [[h.id for h in row] for row in col.search_batch(q[:3], k=10)]
+    assert gc.isenabled()
+    big = col.search_batch(q, k=10)
+    assert gc.isenabled()
+    assert [[h.id for h in row] for row in big[:3]] == small
+    gc.disable()
+    try:
+        col.search_batch(q, k=10)
+        assert not gc.isenabled()  # a caller who turned it off keeps it off
+    finally:
+        gc.enable()
+    store.close()
