@@ -17,127 +17,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from aisd.core.errors import AisdError, ConflictError, InvalidRequestError, RateLimitError, ServiceUnavailableError
 from aisd.engine.metrics import EngineMetrics
+from aisd.engine.request_stream import (
+    END,
+    AsyncEngineConfig,
+    NewRequest,
+    RequestStream,
+    Throughput,
+    Tracked,
+    retry_after_seconds,
+    set_future,
+)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AsyncEngineConfig:
-    """Serving-side settings of the async engine (the model-side ones are in ``EngineConfig``)."""
-
-    max_waiting_requests: int = 256  # admission bound: more waiting requests -> RateLimitError (HTTP 429)
-    served_model_name: str | None = None  # name in /v1/models and metrics; None = the engine's model_name
-    max_retry_after_s: int = 60
-
-    def __post_init__(self) -> None:
-        if self.max_waiting_requests < 1:
-            raise ValueError(f"max_waiting_requests must be >= 1, got {self.max_waiting_requests}")
-        if self.max_retry_after_s < 1:
-            raise ValueError(f"max_retry_after_s must be >= 1, got {self.max_retry_after_s}")
-
-
-@dataclass
-class _Tracked:
-    """Frontend bookkeeping of one in-flight request (only the engine thread mutates the timing fields)."""
-
-    request_id: str
-    loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue
-    arrival: float  # time.monotonic() when the caller submitted it
-    first_token: float | None = None
-    last_token: float | None = None
-    num_tokens: int = 0
-    done: bool = False
-
-
-@dataclass
-class _NewRequest:
-    tracked: _Tracked
-    prompt: str | list[int]
-    params: Any
-    priority: int
-    accepted: asyncio.Future  # resolved (None or an exception) on the caller's loop once the engine took it
-
-
-@dataclass
-class _Throughput:
-    """Exponential moving average of finished requests per second, for the Retry-After estimate."""
-
-    rate: float = 0.0
-    last: float = field(default_factory=time.monotonic)
-
-    def finished(self, now: float) -> None:
-        gap = max(now - self.last, 1e-3)
-        self.last = now
-        self.rate = 1.0 / gap if self.rate == 0.0 else 0.9 * self.rate + 0.1 / gap
-
-
-_END = object()  # queue sentinel: the request was aborted or the engine stopped
-
-
-def _set_future(fut: asyncio.Future, exc: BaseException | None) -> None:
-    if fut.done():
-        return
-    if exc is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(exc)
-
-
-def retry_after_seconds(num_waiting: int, finished_per_s: float, cap: int) -> int:
-    """Seconds until the queue has likely drained by one slot's worth: waiting / throughput, in [1, cap]."""
-    if finished_per_s <= 0:
-        return 1
-    return int(min(cap, max(1, math.ceil(num_waiting / finished_per_s))))
-
-
-class RequestStream:
-    """Outputs of one request, in order; iterate with ``async for``. Leaving the loop early aborts the request."""
-
-    def __init__(self, engine: AsyncLLMEngine, tracked: _Tracked) -> None:
-        self._engine = engine
-        self._tracked = tracked
-        self.request_id = tracked.request_id
-        self.finished = False
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Any]:
-        try:
-            while True:
-                item = await self._tracked.queue.get()
-                if item is _END:
-                    raise ServiceUnavailableError(f"request {self.request_id} was aborted")
-                if isinstance(item, BaseException):
-                    raise item
-                if item.finished:
-                    self.finished = True
-                yield item
-                if self.finished:
-                    return
-        finally:
-            if not self.finished:
-                # Cancelled, disconnected or broken off by the consumer: free the request's blocks.
-                self._engine.abort(self.request_id)
-
-    async def final(self) -> Any:
-        """Drain the stream and return its last (finished) output."""
-        last = None
-        async for out in self:
-            last = out
-        return last
 
 
 class AsyncLLMEngine:
@@ -148,9 +48,9 @@ class AsyncLLMEngine:
         self.config = config or AsyncEngineConfig()
         self._needs_load = load
         self._cond = threading.Condition()
-        self._new: deque[_NewRequest] = deque()
+        self._new: deque[NewRequest] = deque()
         self._aborts: deque[str] = deque()
-        self._tracked: dict[str, _Tracked] = {}  # guarded by _cond
+        self._tracked: dict[str, Tracked] = {}  # guarded by _cond
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._stopping = False
@@ -158,7 +58,7 @@ class AsyncLLMEngine:
         self.load_error: BaseException | None = None
         self.is_loading = False  # True while start() reads the model (for /health)
         self._stats: Any = None
-        self._throughput = _Throughput()
+        self._throughput = Throughput()
         self._metrics: EngineMetrics | None = None
         self.num_steps = 0
 
@@ -264,7 +164,7 @@ class AsyncLLMEngine:
             await self.astart()
         request_id = request_id or uuid.uuid4().hex
         loop = asyncio.get_running_loop()
-        tracked = _Tracked(request_id, loop, asyncio.Queue(), time.monotonic())
+        tracked = Tracked(request_id, loop, asyncio.Queue(), time.monotonic())
         accepted: asyncio.Future = loop.create_future()
         with self._cond:
             if request_id in self._tracked:
@@ -278,7 +178,7 @@ class AsyncLLMEngine:
                     f"{self.config.max_waiting_requests}); retry after {wait} s",
                     code="queue_full", headers={"Retry-After": str(wait)})
             self._tracked[request_id] = tracked
-            self._new.append(_NewRequest(tracked, prompt, params, priority, accepted))
+            self._new.append(NewRequest(tracked, prompt, params, priority, accepted))
             self._cond.notify()
         try:
             await accepted
@@ -305,7 +205,7 @@ class AsyncLLMEngine:
             self._cond.notify()
         # Wake a consumer that may still be waiting (when someone else aborted its request).
         try:
-            tracked.loop.call_soon_threadsafe(tracked.queue.put_nowait, _END)
+            tracked.loop.call_soon_threadsafe(tracked.queue.put_nowait, END)
         except RuntimeError:
             pass
         if self._metrics is not None:
@@ -340,11 +240,11 @@ class AsyncLLMEngine:
                 self._metrics.record_stats(self._stats)
             self._dispatch(outputs)
 
-    def _admit(self, new: list[_NewRequest]) -> None:
+    def _admit(self, new: list[NewRequest]) -> None:
         for item in new:
             tr = item.tracked
             if tr.done:  # aborted before the engine saw it
-                item.tracked.loop.call_soon_threadsafe(_set_future, item.accepted, None)
+                item.tracked.loop.call_soon_threadsafe(set_future, item.accepted, None)
                 continue
             try:
                 self.engine.add_request(tr.request_id, item.prompt, item.params, priority=item.priority)
@@ -352,9 +252,9 @@ class AsyncLLMEngine:
                 with self._cond:
                     self._tracked.pop(tr.request_id, None)
                 err = exc if isinstance(exc, AisdError) else InvalidRequestError(str(exc), param=_guess_param(exc))
-                self._post(tr, lambda fut=item.accepted, e=err: _set_future(fut, e))
+                self._post(tr, lambda fut=item.accepted, e=err: set_future(fut, e))
                 continue
-            self._post(tr, lambda fut=item.accepted: _set_future(fut, None))
+            self._post(tr, lambda fut=item.accepted: set_future(fut, None))
 
     def _dispatch(self, outputs: list[Any]) -> None:
         now = time.monotonic()
@@ -369,7 +269,7 @@ class AsyncLLMEngine:
             self._observe(tr, out, now)
             self._post(tr, lambda q=tr.queue, o=out: q.put_nowait(o))
 
-    def _observe(self, tr: _Tracked, out: Any, now: float) -> None:
+    def _observe(self, tr: Tracked, out: Any, now: float) -> None:
         m = self._metrics
         produced = sum(len(c.token_ids) for c in out.outputs)
         if produced > tr.num_tokens:
@@ -391,7 +291,7 @@ class AsyncLLMEngine:
                 reasons = [c.finish_reason for c in out.outputs if c.finish_reason]
                 m.observe_finished(now - tr.arrival, queue_s, reasons[0] if reasons else "stop")
 
-    def _post(self, tr: _Tracked, fn: Callable[[], None]) -> None:
+    def _post(self, tr: Tracked, fn: Callable[[], None]) -> None:
         try:
             tr.loop.call_soon_threadsafe(fn)
         except RuntimeError:  # the caller's loop is closed: nobody listens any more
@@ -404,7 +304,7 @@ class AsyncLLMEngine:
             pending = list(self._new)
             self._new.clear()
         for item in pending:
-            self._post(item.tracked, lambda fut=item.accepted: _set_future(fut, exc))
+            self._post(item.tracked, lambda fut=item.accepted: set_future(fut, exc))
         for tr in tracked:
             tr.done = True
             self._post(tr, lambda q=tr.queue: q.put_nowait(exc))
