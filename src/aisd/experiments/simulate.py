@@ -43,8 +43,10 @@ def simulate(store: object, name: str, users: int = 10_000, days: int = 14, effe
     """Generate and log traffic for running experiment ``name`` in ``store`` (an ExperimentStore)."""
     exp: Experiment = store.get(name)  # type: ignore[attr-defined]
     rng = np.random.default_rng(seed)
+    # Default: exposures over the ``days`` before yesterday's midnight, so every event (up to a day after its
+    # exposure) is already in the past and an analysis as of now sees all of them, whatever the time of day.
     start = start or datetime.now(UTC).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0) - timedelta(
-        days=days)
+        days=days + 1)
     t0 = np.datetime64(start, "us")
     span_us = int(days * 86400e6)
     n_exposed = n_events = 0

@@ -123,13 +123,16 @@ def test_analysis_matches_the_stats_functions_on_raw_data(store: ExperimentStore
 def test_simulated_effect_is_recovered_and_guardrail_regression_caught(store: ExperimentStore) -> None:
     store.create(Experiment("sim", mde=0.3, **DEMO_METRICS))  # mSPRT tau = MDE: tuned to the planned size
     store.start("sim")
-    simulate(store, "sim", users=6000, days=5, effect=0.3, seed=3, latency_effect=0.25)
-    result = store.analyze("sim")
+    # a fixed calendar: with the default start (relative to today) and as_of=now the data would depend on the clock
+    simulate(store, "sim", users=6000, days=5, effect=0.3, seed=3, latency_effect=0.25, start=T0)
+    result = store.analyze("sim", as_of=T0 + timedelta(days=7))
     by = {m.metric: m for m in result.metrics}
     conv = by["conversion"]
     assert conv.relative["ci_low"] < 0.3 < conv.relative["ci_high"]
     assert conv.significant and conv.note == "significant improvement"
-    assert by["clicks_per_session"].relative["effect"] == pytest.approx(0.3, abs=0.03)
+    # the ratio metric's lift: SE ~0.013 here (20 seeds: mean 0.297, sd 0.013, interval coverage 19/20); this seed's
+    # sample gives 0.272, so the tolerance is ~4 SE rather than the 2 that seed-to-seed luck can exceed
+    assert by["clicks_per_session"].relative["effect"] == pytest.approx(0.3, abs=0.05)
     lat = by["latency_p95"]
     assert lat.relative["effect"] == pytest.approx(0.25, abs=0.08)
     assert lat.guardrail["passed"] is False  # 25% slower breaks the 5% margin

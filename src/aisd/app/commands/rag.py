@@ -1,8 +1,9 @@
-"""CLI: aisd rag ingest | ask | retrieve | documents | eval.
+"""CLI: aisd rag ingest | ask | retrieve | documents | eval | calibrate.
 
 ``aisd rag ingest PATH [--glob '*.md']`` loads a file or folder into the RAG index under $AISD_HOME/rag (idempotent);
 ``aisd rag ask "QUESTION"`` prints the answer with [n] citations, then the numbered sources;
-``aisd rag eval --data ../shared/data/squad2-dev [--limit N]`` scores generation on SQuAD 2.0.
+``aisd rag eval --data ../shared/data/squad2-dev [--limit N]`` scores generation on SQuAD 2.0;
+``aisd rag calibrate QUESTIONS.jsonl [--answerability evidence]`` fits the answerability thresholds to your documents.
 """
 
 from __future__ import annotations
@@ -228,3 +229,47 @@ def eval_(data: Path = typer.Option(..., "--data", help="SQuAD 2.0 JSON file or 
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+
+
+@app.command()
+def calibrate(questions: Path = typer.Argument(..., help="JSONL of {\"question\": str, \"answerable\": bool}, "
+                                                          "or a SQuAD 2.0 JSON file."),
+              answerability: str = typer.Option("evidence", "--answerability",
+                                                help="Strategies to calibrate: one name or up to three joined "
+                                                     "with +, e.g. coverage+sentence (thresholds ignored)."),
+              max_false_refusal: float = typer.Option(0.2, "--max-false-refusal", min=0.0, max=0.99,
+                                                      help="Largest share of answerable questions to refuse."),
+              k: int | None = typer.Option(None, "--k", "-k", min=1, help="Chunks to retrieve (default: settings)."),
+              limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N questions."),
+              as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
+    """Fit the answerability thresholds to the ingested documents and these labelled questions."""
+    from rich.table import Table
+
+    from aisd.core.progress import use_rich_progress
+    from aisd.rag.calibrate import calibrate as run
+    from aisd.rag.calibrate import checker_for, load_questions
+
+    labelled = load_questions(questions)[:limit]
+    services = _services()
+    try:
+        pipeline = services.rag
+        checker = checker_for(pipeline, answerability)
+        with use_rich_progress():
+            report = run(lambda q: pipeline.retrieve(q, k), checker, labelled, max_false_refusal=max_false_refusal)
+    finally:
+        services.close()
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    table = Table(title=f"answerability calibrated on {report.n_answerable} answerable + {report.n_unanswerable} "
+                        f"unanswerable questions (false-refusal budget {report.max_false_refusal:.0%})")
+    for col in ("strategy", "threshold", "AUC"):
+        table.add_column(col)
+    for c in report.strategies:
+        table.add_row(c.name, f"{c.threshold:.4f}", "n/a" if c.auc is None else f"{c.auc:.3f}")
+    console = _console()
+    console.print(table)
+    console.print(f"with {report.spec}: {report.refused_unanswerable:.0%} of the unanswerable questions get \"not in "
+                  f"the sources\", {report.false_refusal:.0%} of the answerable ones are refused")
+    console.print(f"use it: AISD_RAG__ANSWERABILITY='{report.spec}' (or answerability = \"{report.spec}\" under "
+                  f"[rag] in aisd.toml, or --answerability on aisd rag ask)")

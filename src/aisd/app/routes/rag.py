@@ -7,6 +7,8 @@
   ``{"type": "step"|"sources"|"delta"|"done", ...}`` lines then ``data: [DONE]``.
 - ``POST /v1/rag/retrieve``: the ranked chunks only (no LLM).
 - ``GET /v1/rag/documents`` (``limit``, ``offset``) and ``DELETE /v1/rag/documents/{doc_id}``.
+- ``POST /v1/rag/calibrate``: ``{"questions": [{"question", "answerable"}], "answerability": "evidence",
+  "max_false_refusal": 0.2, "k": null}``; returns the calibrated spec and its rates (``aisd.rag.calibrate``).
 
 The pipeline's work is synchronous (embedding, the LLM); it runs in the thread pool so the event loop stays free.
 """
@@ -65,6 +67,20 @@ class RetrieveRequest(BaseModel):
     k: int | None = Field(default=None, ge=1, le=1000)
     filter: dict[str, Any] | None = None
     query_transform: str | None = None
+
+
+class LabelledQuestionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: str = Field(min_length=1)
+    answerable: bool
+
+
+class CalibrateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    questions: list[LabelledQuestionIn] = Field(min_length=1, max_length=20_000)
+    answerability: str = "evidence"  # strategies to calibrate; thresholds given here are ignored
+    max_false_refusal: float = Field(default=0.2, ge=0.0, lt=1.0)
+    k: int | None = Field(default=None, ge=1, le=100)
 
 
 def _rag(request: Request) -> Any:
@@ -144,6 +160,18 @@ async def retrieve(body: RetrieveRequest, request: Request) -> dict[str, Any]:
         {"chunk_id": h.chunk.id, "doc_id": h.chunk.doc_id, "score": h.score, "scores": h.scores,
          "text": h.chunk.text, "window": h.chunk.window, "start": h.chunk.start, "end": h.chunk.end,
          "metadata": h.chunk.metadata} for h in hits]}
+
+
+@router.post("/calibrate")
+async def calibrate(body: CalibrateRequest, request: Request) -> dict[str, Any]:
+    from aisd.rag.calibrate import LabelledQuestion, calibrate, checker_for
+
+    rag = _rag(request)
+    checker = checker_for(rag, body.answerability)
+    questions = [LabelledQuestion(q.question, q.answerable) for q in body.questions]
+    report = await run_in_threadpool(calibrate, lambda q: rag.retrieve(q, body.k), checker, questions,
+                                     max_false_refusal=body.max_false_refusal)
+    return {"object": "rag.calibration", **report.to_dict()}
 
 
 @router.get("/documents")
