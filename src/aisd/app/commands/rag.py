@@ -272,4 +272,4 @@ def calibrate(questions: Path = typer.Argument(..., help="JSONL of {\"question\"
     console.print(f"with {report.spec}: {report.refused_unanswerable:.0%} of the unanswerable questions get \"not in "
                   f"the sources\", {report.false_refusal:.0%} of the answerable ones are refused")
     console.print(f"use it: AISD_RAG__ANSWERABILITY='{report.spec}' (or answerability = \"{report.spec}\" under "
-                  f"[rag] in aisd.toml, or --answerability on aisd rag ask)")
+                  f"[rag] in aisd.toml, or --answerability on aisd rag ask)", markup=False)
