@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import aisd.features.memory_join as mj
 from aisd.features import Entity, FeatureStore, FeatureStoreConfig, FeatureView, Field, FileSource, Int64, OfflineConfig
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -32,7 +33,8 @@ def naive(rows: list[tuple[int, int, int, int]], key: int, t: int, ttl: int | No
     return {v for ev, cr, v in cands if (ev, cr) == best}
 
 
-@pytest.mark.parametrize("engine", ["memory", "duckdb"])  # NumPy over Arrow, and the spilling SQL query
+# NumPy over Arrow (whole result), the same streamed to Parquet in 3-row chunks, and the spilling SQL query
+@pytest.mark.parametrize("engine", ["memory", "memory-streamed", "duckdb"])
 @settings(max_examples=35, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(feature_rows, entity_rows, st.sampled_from([None, 0, 3, 5]), st.booleans())
 def test_pit_join_matches_naive_loop(engine, feats, ents, ttl_min, exclude_late) -> None:  # noqa: ANN001
@@ -48,6 +50,8 @@ def test_pit_join_matches_naive_loop(engine, feats, ents, ttl_min, exclude_late)
         key = Entity("key", ["k"], Int64)
         src = FileSource("f.parquet", timestamp_field="ts", created_timestamp_column="created")
         ttl = None if ttl_min is None else timedelta(minutes=ttl_min)  # 0 means "no expiry", like Feast
+        streamed = engine == "memory-streamed"
+        engine = "memory" if streamed else engine
         store = FeatureStore(root, FeatureStoreConfig(offline=OfflineConfig(pit_engine=engine)))
         store.apply([FeatureView("a", [key], [Field("v", Int64)], src, ttl=ttl),
                      FeatureView("b", [key], [Field("v", Int64)], src, ttl=None)])
@@ -56,7 +60,14 @@ def test_pit_join_matches_naive_loop(engine, feats, ents, ttl_min, exclude_late)
         job = store.get_historical_features(entity_df, ["a:v", "b:v"], full_feature_names=True,
                                             exclude_late=exclude_late)
         assert job.engine() == engine
-        got = job.to_df()
+        if streamed:
+            saved, mj.CHUNK_ROWS = mj.CHUNK_ROWS, 3  # many row groups, written by the writer thread
+            try:
+                got = pd.read_parquet(job.to_parquet(root / "out.parquet"))
+            finally:
+                mj.CHUNK_ROWS = saved
+        else:
+            got = job.to_df()
         store.close()
     assert got["k"].tolist() == entity_df["k"].tolist()  # same rows, same order
     eff_ttl = ttl_min or None
