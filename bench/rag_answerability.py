@@ -46,11 +46,11 @@ RESULTS = ROOT / "bench" / "results"
 
 
 def auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """P(score of an answerable > score of an unanswerable), ties half (Mann-Whitney U / (n_pos n_neg))."""
-    if pos.size == 0 or neg.size == 0:
-        return float("nan")
-    diff = pos[:, None] - neg[None, :]
-    return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
+    """aisd.rag.calibrate.auc (Mann-Whitney U / (n_pos n_neg)), NaN instead of None for the bootstrap."""
+    from aisd.rag.calibrate import auc as auc_or_none
+
+    value = auc_or_none(pos, neg)
+    return float("nan") if value is None else value
 
 
 def rates(scores: np.ndarray, answerable: np.ndarray, thr: float) -> tuple[float, float]:
@@ -64,17 +64,12 @@ def joint_rates(s1: np.ndarray, s2: np.ndarray, answerable: np.ndarray, t1: floa
 
 
 def calibrate_joint(s1: np.ndarray, s2: np.ndarray, answerable: np.ndarray, budget: float) -> tuple[float, float]:
-    """Grid over answerable-score quantiles of both: the pair with the best unanswerable accuracy within budget."""
-    qs = np.linspace(0.0, budget, 11)
-    best = (-1.0, float(s1.min()) - 1, float(s2.min()) - 1)
-    for a in qs:
-        for b in qs:
-            t1 = float(np.quantile(s1[answerable], a)) if a > 0 else float(s1.min()) - 1
-            t2 = float(np.quantile(s2[answerable], b)) if b > 0 else float(s2.min()) - 1
-            acc, frr = joint_rates(s1, s2, answerable, t1, t2)
-            if frr <= budget and acc > best[0]:
-                best = (acc, t1, t2)
-    return best[1], best[2]
+    """The library's joint calibration (``aisd.rag.calibrate.fit_thresholds``, the same grid ``aisd rag calibrate``
+    uses): answerable-score quantiles in [0, budget] of both, the pair refusing the most unanswerable questions."""
+    from aisd.rag.calibrate import fit_thresholds
+
+    t1, t2 = fit_thresholds(np.stack([s1, s2], axis=1), answerable, budget)
+    return t1, t2
 
 
 def bootstrap(fn: Any, n: int, reps: int = 500, seed: int = 0) -> float:
