@@ -129,7 +129,7 @@ class AsofIndex:
 
 def asof_match(left_keys: np.ndarray, left_ts: np.ndarray, left_valid: np.ndarray, right_keys: np.ndarray,
                right_ts: np.ndarray, right_tie: np.ndarray | None = None,
-               left_order_: np.ndarray | None = None) -> np.ndarray | None:
+               order: np.ndarray | None = None) -> np.ndarray | None:
     """Index into the right side of each left row's match (-1: none): same key id, the largest right time <= the
     left time; among equal (key, time) right rows the last in input order. ``left_valid`` masks left rows with a
     NULL time. Right rows with key id -1 (a NULL key) never match. ``right_tie`` (e.g. created time) orders right
@@ -138,7 +138,8 @@ def asof_match(left_keys: np.ndarray, left_ts: np.ndarray, left_valid: np.ndarra
     index = AsofIndex(right_keys, right_ts, right_tie, left_ts[left_valid])
     if not index.ok:
         return None
-    order = left_order(left_keys, left_ts) if left_order_ is None else left_order_
+    if order is None:  # the (key, time) order of the left rows; any order gives the same answer, sorted is faster
+        order = left_order(left_keys, left_ts)
     return index.match(left_keys, left_ts, left_valid, order)
 
 
