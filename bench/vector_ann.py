@@ -128,10 +128,11 @@ def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     return float(statistics.median(times)), out
 
 
-def paired_times(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, tuple[float, Any]]:
+def paired_times(fns: dict[str, Callable[[], Any]], repeats: int,
+                 rounds: dict[str, list[float]] | None = None) -> dict[str, tuple[float, Any]]:
     """Median seconds (and last output) of each function, run interleaved after one warm-up round, the order rotated
     each round (a, b, c / b, c, a / c, a, b ...) so that neither drift in a shared machine's load nor the cache state
-    left by the previous function favours one side. ``paired_times.last`` keeps the per-round times for
+    left by the previous function favours one side. ``rounds``, when given, receives the per-round times for
     ``paired_ratio``."""
     names = list(fns)
     times: dict[str, list[float]] = {name: [] for name in fns}
@@ -141,7 +142,8 @@ def paired_times(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, t
             t0 = time.perf_counter()
             outs[name] = fns[name]()
             times[name].append(time.perf_counter() - t0)
-    paired_times.last = times  # type: ignore[attr-defined]
+    if rounds is not None:
+        rounds.update(times)
     return {name: (float(statistics.median(ts)), outs[name]) for name, ts in times.items()}
 
 
@@ -266,8 +268,8 @@ def bench_indexes(x: np.ndarray, q: np.ndarray, truth: np.ndarray, args: argpars
                        "same": lambda: raw_search(same, kind, q, 10, search)}
                 if threads == 1:
                     fns["aisd+payload"] = lambda: col.search_batch(q, k=10, params=search or None)
-                res = paired_times(fns, args.repeats)
-                rounds = paired_times.last  # type: ignore[attr-defined]
+                rounds: dict[str, list[float]] = {}
+                res = paired_times(fns, args.repeats, rounds)
                 (t_a, got), (t_r, ids), (t_s, same_ids) = res["aisd"], res["raw"], res["same"]
                 row[f"qps_ratio_paired_{threads}t"] = round(paired_ratio(rounds, "raw", "aisd"), 3)
                 row[f"overhead_ratio_paired_{threads}t"] = round(paired_ratio(rounds, "same", "aisd"), 3)

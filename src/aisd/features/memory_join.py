@@ -51,10 +51,15 @@ class PreparedView:
     ttl_us: int | None
 
 
+def _workers(tasks: int, threads: int) -> int:
+    """Threads for ``tasks`` independent views: ``threads`` (0: one per core), never more than there are views."""
+    return max(1, min(tasks, threads or os.cpu_count() or 1))
+
+
 def prepare_views(con: Any, requests: Sequence[ViewRequest], entity: EntityRows, exclude_late: bool,
                   threads: int) -> list[PreparedView] | None:
     """Every view's rows, read and sorted (in parallel). None when some view's keys cannot be matched in memory."""
-    workers = max(1, min(len(requests), threads or os.cpu_count() or 1))
+    workers = _workers(len(requests), threads)
     valid_ts = entity.t_us[entity.t_ok]
     if workers == 1:
         prepared = [_prepare(con, vr, entity, valid_ts, exclude_late) for vr in requests]
@@ -94,7 +99,7 @@ def match_chunks(entity: EntityRows, views: Sequence[PreparedView], chunk_rows: 
 
     chunk_rows = chunk_rows or CHUNK_ROWS
     n = entity.table.num_rows
-    workers = max(1, min(len(views), threads or os.cpu_count() or 1))
+    workers = _workers(len(views), threads)
     pool = ThreadPoolExecutor(workers, thread_name_prefix="aisd-pit") if workers > 1 and len(views) > 1 else None
     try:
         for a in range(0, max(n, 1), chunk_rows):
