@@ -10,8 +10,8 @@ passes: scores q.k * scale for the whole context, then a softmax (max-subtracted
 of V. Work is split over ``torch.get_num_threads()`` Python threads (ctypes releases the GIL), so it adds no second
 OpenMP runtime next to torch's.
 
-The C source is compiled once per machine (``-O3 -march=native``) into ``$AISD_HOME/kernels`` (default
-``~/.aisd/kernels``), keyed by a hash of the source, the flags and the CPU's feature flags. Without a C compiler, or
+The C source is compiled once per machine (``-O3 -march=native``) by ``aisd.core.native`` into ``$AISD_HOME/kernels``
+(default ``~/.aisd/kernels``), keyed by a hash of the source, the flags and the CPU's feature flags. Without a C compiler, or
 when ``AISD_NATIVE_KERNELS=0``, ``available()`` is False and the engine uses the pure-torch path (same results up to
 float rounding).
 """
@@ -19,18 +19,13 @@ float rounding).
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import logging
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import torch
+
+from aisd.core.native import compile_library, native_enabled
 
 log = logging.getLogger(__name__)
 
@@ -128,43 +123,11 @@ _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("AISD_HOME", "~/.aisd")).expanduser() / "kernels"
-
-
-def _cpu_key() -> str:
-    """The CPU's feature flags: a library built with -march=native must not be reused on another CPU."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _build() -> ctypes.CDLL | None:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        log.info("no C compiler found: decode attention uses the pure-torch path")
+    path = compile_library("paged_attention", _SOURCE, _FLAGS, libs=("-lm",))
+    if path is None:
         return None
-    key = hashlib.sha256("\0".join([_SOURCE, *_FLAGS, _cpu_key(), platform.machine()]).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"paged_attention_{key}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            src = Path(tmp) / "paged_attention.c"
-            src.write_text(_SOURCE)
-            built = Path(tmp) / target.name
-            proc = subprocess.run([cc, *_FLAGS, str(src), "-o", str(built), "-lm"], capture_output=True, text=True,
-                                  timeout=120)
-            if proc.returncode != 0:
-                log.warning("could not build the native attention kernel with %s (%s); using the pure-torch path",
-                            cc, proc.stderr.strip()[:500])
-                return None
-            os.replace(built, target)  # atomic: concurrent engines never load a half-written file
-        log.info("built native decode-attention kernel %s", target)
-    lib = ctypes.CDLL(str(target))
+    lib = ctypes.CDLL(str(path))
     fn = lib.paged_decode_attention
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 7 + [ctypes.c_float]
@@ -174,14 +137,14 @@ def _build() -> ctypes.CDLL | None:
 def available() -> bool:
     """True when the native kernel is built (or could be built now) and not disabled by AISD_NATIVE_KERNELS=0."""
     global _lib, _tried
-    if os.environ.get("AISD_NATIVE_KERNELS", "1").lower() in ("0", "false", "no", "off"):
+    if not native_enabled():
         return False
     with _lock:
         if not _tried:
             _tried = True
             try:
                 _lib = _build()
-            except (OSError, subprocess.SubprocessError) as e:
+            except OSError as e:
                 log.warning("native attention kernel unavailable (%s); using the pure-torch path", e)
                 _lib = None
         return _lib is not None

@@ -101,6 +101,11 @@ class PointStorage:
         else:  # a str id: from now on hits look ids up in the list
             self._int_ids = None
 
+    @property
+    def int_ids(self) -> np.ndarray | None:
+        """(n_slots,) int64 external id per slot while every id is an int, else None."""
+        return None if self._int_ids is None else self._int_ids[: self.n_slots]
+
     def ids_at(self, slots: np.ndarray) -> list[PointId | None]:
         """External ids of a 1-D slot array (None at slot -1)."""
         if self._int_ids is not None and (not len(slots) or slots.min() >= 0):

@@ -232,3 +232,55 @@ def test_big_batches_leave_the_garbage_collector_as_they_found_it(tmp_path: Path
     finally:
         gc.enable()
     store.close()
+
+
+def _hits_both_ways(col, q, monkeypatch, **kw):
+    from aisd.vector import executor
+
+    native = col.search_batch(q, k=5, **kw)
+    with monkeypatch.context() as m:
+        m.setattr(executor, "native_builder", lambda: None)
+        python = col.search_batch(q, k=5, **kw)
+    return native, python
+
+
+@pytest.mark.parametrize("ids", ["int", "str"])
+def test_native_hit_builder_matches_the_python_builder(tmp_path: Path, monkeypatch, ids: str) -> None:
+    from aisd.vector.native_hits import native_builder
+
+    assert native_builder() is not None, "the C hit builder did not build (see the warning logged with the C error)"
+    rng = np.random.default_rng(11)
+    store = VectorStore(tmp_path / "s", fsync="never")
+    col = store.create_collection("c", dim=D, metric="dot", index="flat")
+    keys = [i * 1_000_003 for i in range(200)] if ids == "int" else [f"doc-{i}" for i in range(200)]
+    col.upsert(keys, rng.standard_normal((200, D)).astype(np.float32),
+               [{"n": i, "tags": ["a", str(i)]} if i % 3 else None for i in range(200)])
+    col.upsert(keys[:10], rng.standard_normal((10, D)).astype(np.float32))  # overwritten: new slots, old ones dead
+    q = rng.standard_normal((40, D)).astype(np.float32)
+    native, python = _hits_both_ways(col, q, monkeypatch)
+    assert native == python
+    assert all(type(h).__name__ == "Hit" and type(h.score) is float and type(h.id) is type(keys[0])
+               for row in native for h in row)
+    pairs = [(a.payload, b.payload) for ra, rb in zip(native, python, strict=True) for a, b in zip(ra, rb, strict=True)]
+    assert any(a is not None for a, _ in pairs) and all(a is b for a, b in pairs)  # the stored object, not a copy
+    native, python = _hits_both_ways(col, q, monkeypatch, with_payload=False)
+    assert native == python and all(h.payload is None for row in native for h in row)
+    store.close()
+
+
+def test_native_hit_builder_rejects_a_bad_slot_with_an_error_not_a_crash() -> None:
+    from aisd.vector.base import Hit
+    from aisd.vector.native_hits import build_hits, native_builder
+
+    fn = native_builder()
+    assert fn is not None
+    slots = np.array([[0, 1], [2, 7]], dtype=np.int64)
+    scores = np.ones((2, 2), dtype=np.float32)
+    ok = build_hits(fn, Hit, slots[:1], scores[:1], None, ["a", "b"], [{"x": 1}, None])
+    assert ok == [[Hit("a", 1.0, {"x": 1}, None), Hit("b", 1.0, None, None)]]
+    with pytest.raises(IndexError, match="slot 2 out of range"):
+        build_hits(fn, Hit, slots, scores, None, ["a", "b"], None)
+    with pytest.raises(IndexError, match="slot 7 out of range"):
+        build_hits(fn, Hit, slots, scores, np.arange(5, dtype=np.int64), [], None)
+    with pytest.raises(TypeError, match="tuple subclass"):
+        build_hits(fn, dict, slots[:1], scores[:1], None, ["a", "b"], None)
