@@ -382,7 +382,7 @@ def bench_filters(x: np.ndarray, q: np.ndarray, args: argparse.Namespace, workdi
     store = VectorStore(workdir / "ann", fsync="never")
     col = store.get_collection("hnsw")
     col.create_payload_index("rank", "numeric")
-    raw = build_raw("hnsw", {"M": 32, "ef_construction": 100, "ef_search": 64}, x, 0)
+    raw = build_raw("hnsw", {"M": 32, "ef_construction": 100, "ef_search": 64}, x, 0, batch=len(x))
     for sel in (0.5, 0.1, 0.01, 0.001):
         flt = {"rank": {"lt": int(sel * n)}}
         allowed = np.flatnonzero(perm < int(sel * n)).astype(np.int64)  # exactly the points the filter admits
@@ -437,7 +437,7 @@ del warm
 gc.collect()
 trim(0)
 before = rss()
-index = build_raw(kind, p, x, train_n)
+index = build_raw(kind, p, x, train_n, batch=len(x))  # one add: no list-growth slack in RSS
 trim(0)
 print(json.dumps({"rss_growth": rss() - before}))
 """
