@@ -186,7 +186,10 @@ def main() -> None:
         if v is None:
             print(f"{name:<11}{'n/a':>10}   {r.get('error', '')}")
             continue
-        print(f"{name:<11}{v:>10.1f}{(row['vs_hf_seq'] or 0):>10.2f}{(row['vs_hf_cb'] or 0):>10.2f}"
+        def ratio(x: float | None) -> str:  # "-" when that baseline was skipped or failed
+            return f"{x:>10.2f}" if x is not None else f"{'-':>10}"
+
+        print(f"{name:<11}{v:>10.1f}{ratio(row['vs_hf_seq'])}{ratio(row['vs_hf_cb'])}"
               f"{row['median_seconds']:>10.1f}{r['output_tokens']:>9}")
     out = {"benchmark": "engine_throughput", "quick": args.quick, "model": args.model,
            "machine": {"cores": cores, "threads": args.threads, "cpu": platform.processor() or platform.machine(),
