@@ -30,13 +30,18 @@ redis:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
-# A C compiler builds the engine's native decode-attention kernel (aisd.engine.cpu_kernels); without one the engine
-# falls back to pure torch, but the tests check the kernel itself, so they need it.
-cc:
+# A C compiler builds the engine's native decode-attention kernel (aisd.engine.cpu_kernels) and, with the Python
+# headers, the vector store's hit builder (aisd.vector.native_hits); without them aisd falls back to pure torch /
+# pure Python, but the tests check the native code itself, so they need both.
+cc: $(PY)
 	@command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || command -v clang >/dev/null 2>&1 || { \
 	  echo "installing a C compiler (gcc)"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq gcc libc6-dev >/dev/null; }
+	@$(PY) -c "import pathlib, sys, sysconfig; sys.exit(not (pathlib.Path(sysconfig.get_paths()['include']) / 'Python.h').exists())" || { \
+	  echo "installing the Python headers (python3-dev)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq python3-dev >/dev/null; }
 
 demo: $(STAMP)
 	$(PY) -m aisd.app.demo

@@ -8,8 +8,8 @@ from the numpy buffers and ids / payloads by slot - no intermediate lists or zip
 
 It is compiled on first use by ``aisd.core.native`` against this interpreter's headers and called through
 ``ctypes.PyDLL`` (the GIL stays held; a Python error set by the C code is raised by ctypes). Without a compiler,
-with ``AISD_NATIVE_KERNELS=0`` or without the Python headers, ``build_hits`` is None and ``make_hits`` keeps its
-Python loop; the two give identical hits (tests check both).
+with ``AISD_NATIVE_KERNELS=0`` or without the Python headers, ``native_builder()`` is None and ``make_hits`` keeps
+its Python loop; the two give identical hits (tests check both).
 """
 
 from __future__ import annotations
