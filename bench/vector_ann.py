@@ -273,6 +273,7 @@ def bench_indexes(x: np.ndarray, q: np.ndarray, truth: np.ndarray, args: argpars
                 fns = {"aisd": lambda: col.search_batch(q, k=10, params=search or None, with_payload=False),
                        "raw": lambda: raw_search(raw, kind, q, 10, search),
                        "same": lambda: raw_search(same, kind, q, 10, search)}
+                fns["aisd-arrays"] = lambda: col.search_arrays(q, k=10, params=search or None)
                 if threads == 1:
                     fns["aisd+payload"] = lambda: col.search_batch(q, k=10, params=search or None)
                 rounds: dict[str, list[float]] = {}
@@ -280,6 +281,9 @@ def bench_indexes(x: np.ndarray, q: np.ndarray, truth: np.ndarray, args: argpars
                 (t_a, got), (t_r, ids), (t_s, same_ids) = res["aisd"], res["raw"], res["same"]
                 row[f"qps_ratio_paired_{threads}t"] = round(paired_ratio(rounds, "raw", "aisd"), 3)
                 row[f"overhead_ratio_paired_{threads}t"] = round(paired_ratio(rounds, "same", "aisd"), 3)
+                row[f"aisd_arrays_qps_{threads}t"] = round(len(q) / res["aisd-arrays"][0], 1)
+                row[f"arrays_qps_ratio_paired_{threads}t"] = round(paired_ratio(rounds, "raw", "aisd-arrays"), 3)
+                row[f"arrays_overhead_ratio_paired_{threads}t"] = round(paired_ratio(rounds, "same", "aisd-arrays"), 3)
                 if threads == 1:
                     row["aisd_qps_1t_with_payload"] = round(len(q) / res["aisd+payload"][0], 1)
                 row[f"aisd_qps_{threads}t"] = round(len(q) / t_a, 1)
@@ -290,6 +294,7 @@ def bench_indexes(x: np.ndarray, q: np.ndarray, truth: np.ndarray, args: argpars
                 row["aisd_recall"] = round(recall_at(truth, hit_ids(got)), 4)
                 row["raw_recall"] = round(recall_at(truth, ids), 4)
                 row["same_index_recall"] = round(recall_at(truth, same_ids), 4)
+                row["aisd_arrays_recall"] = round(recall_at(truth, res["aisd-arrays"][1].ids), 4)
             faiss.omp_set_num_threads(1)
             single = q[: min(100 if args.quick else 200, len(q))]
             res = paired_times({
@@ -316,6 +321,8 @@ def bench_indexes(x: np.ndarray, q: np.ndarray, truth: np.ndarray, args: argpars
                 # the paired same-setting ratio, moved along raw FAISS's curve from its recall to aisd's
                 r[f"qps_ratio_equal_recall_paired_{threads}t"] = None if at is None else round(
                     r[f"qps_ratio_paired_{threads}t"] * r[f"raw_qps_{threads}t"] / at, 3)
+                r[f"arrays_qps_ratio_equal_recall_paired_{threads}t"] = None if at is None else round(
+                    r[f"arrays_qps_ratio_paired_{threads}t"] * r[f"raw_qps_{threads}t"] / at, 3)
         if kind == "hnsw":
             rows.extend(hnsw_one_add(col, x, q, truth, p, sweep, args.repeats))
         if kind == "pq":
@@ -581,6 +588,19 @@ def print_tables(result: dict[str, Any]) -> None:
                   fmt(r["single_query_overhead_ratio"]),
                   f"{r.get('aisd_qps_1t_with_payload', 0):.0f}, {r.get('aisd_single_query_with_payload_us', 0):.0f}")
     c.print(t)
+    if any("arrays_qps_ratio_paired_1t" in r for r in sweep_rows(result)):
+        t = Table("kind", "search", "recall", "QPS 1t arrays/raw", "paired 1t (@equal recall)",
+                  f"QPS {nt}t arrays/raw", f"paired {nt}t (@equal recall)", f"vs same index 1t / {nt}t",
+                  title="search_arrays (ids and scores as arrays, no Python object per hit) vs raw FAISS")
+        for r in sweep_rows(result):
+            t.add_row(r["kind"], json.dumps(r["search_params"]), f"{r['aisd_arrays_recall']:.3f}",
+                      f"{r['aisd_arrays_qps_1t']:.0f}/{r['raw_qps_1t']:.0f}",
+                      f"{fmt(r['arrays_qps_ratio_paired_1t'])} ({fmt(r.get('arrays_qps_ratio_equal_recall_paired_1t'))})",
+                      f"{r[f'aisd_arrays_qps_{nt}t']:.0f}/{r[f'raw_qps_{nt}t']:.0f}",
+                      f"{fmt(r[f'arrays_qps_ratio_paired_{nt}t'])} "
+                      f"({fmt(r.get(f'arrays_qps_ratio_equal_recall_paired_{nt}t'))})",
+                      f"{fmt(r['arrays_overhead_ratio_paired_1t'])} / {fmt(r[f'arrays_overhead_ratio_paired_{nt}t'])}")
+        c.print(t)
     one = [r for r in result["indexes"] if r["kind"] == "hnsw-one-add"]
     if one:
         t = Table("search", "recall aisd/raw", "QPS 1t aisd/raw", "paired ratio 1t",
@@ -645,6 +665,12 @@ def targets(result: dict[str, Any]) -> dict[str, tuple[float | None, bool]]:
     single = [r["single_query_overhead_ratio"] for r in rows]
     if single:
         out["min single-query QPS ratio vs the same FAISS index (1 thread)"] = (min(single), min(single) >= 0.9)
+    for t in (1, nt):
+        arr = [r.get(f"arrays_qps_ratio_equal_recall_paired_{t}t") for r in rows]
+        arr = [v for v in arr if v is not None]
+        if arr:
+            out[f"min QPS ratio vs raw FAISS @equal recall, search_arrays, {t} thread(s) (>= 0.9)"] = (
+                min(arr), min(arr) >= 0.9)
     one = [r["qps_ratio_paired_1t"] for r in result.get("indexes", []) if r["kind"] == "hnsw-one-add"]
     if one:
         out["min QPS ratio vs raw FAISS, HNSW built by one add (aisd after rebuild), 1 thread (>= 0.9)"] = (

@@ -18,6 +18,7 @@ from aisd.vector.base import (
                               CompactionReport,
                               DeleteResult,
                               Hit,
+                              HitArrays,
                               Point,
                               ScrollPage,
                               UpsertResult,
@@ -31,5 +32,5 @@ from aisd.vector.store import VectorStore
 INDEX_KINDS = ("auto", "flat", "hnsw", "ivf", "pq", "ivfpq", "sq8")
 
 __all__ = ["Advice", "Collection", "CollectionConfig", "CollectionInfo", "CompactionReport", "DeleteResult", "Filter",
-           "Hit", "INDEX_KINDS", "IndexSpec", "METRICS", "PlannerConfig", "Point", "QueryPlan", "ScrollPage",
+           "Hit", "HitArrays", "INDEX_KINDS", "IndexSpec", "METRICS", "PlannerConfig", "Point", "QueryPlan", "ScrollPage",
            "UpsertResult", "VectorStore", "advise", "estimate_index_bytes", "estimate_total_bytes", "parse_filter"]

@@ -43,6 +43,26 @@ class Hit(NamedTuple):
 
 
 @dataclass(frozen=True)
+class HitArrays:
+    """A batch search's top-k as arrays (``Collection.search_arrays``), FAISS-style: no Python object per hit.
+
+    ``ids`` (nq, k): int64 with -1 where a row has fewer than k hits when every id in the collection is an int;
+    otherwise an object array of ids with None there. ``scores`` (nq, k) float32, higher is better, -inf where
+    missing. Row i, column j is the j-th best hit of query i, exactly as ``search_batch`` orders them."""
+
+    ids: np.ndarray
+    scores: np.ndarray
+
+    def to_hits(self) -> list[list[Hit]]:
+        """The same result as named hits without payloads (what ``search_batch(..., with_payload=False)`` gives)."""
+        def present(i: Any) -> bool:
+            return i is not None if self.ids.dtype == object else i != -1
+
+        return [[Hit(i, s) for i, s in zip(ids, scores, strict=True) if present(i)]
+                for ids, scores in zip(self.ids.tolist(), self.scores.tolist(), strict=True)]
+
+
+@dataclass(frozen=True)
 class Point:
     """A stored point as returned by ``get`` and ``scroll``."""
 

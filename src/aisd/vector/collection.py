@@ -30,6 +30,7 @@ from aisd.vector.base import (
     CollectionConfig,
     CollectionInfo,
     Hit,
+    HitArrays,
     Point,
     PointId,
     ScrollPage,
@@ -43,6 +44,7 @@ from aisd.vector.executor import (
     check_query_params,
     execute,
     fill_short,
+    hit_arrays,
     make_hits,
 )
 from aisd.vector.filters import Filter, FilterContext, parse_filter
@@ -216,18 +218,32 @@ class Collection(WritePath, IndexMaintenance):
         overrides = check_query_params(params) if params else {}
         flt = parse_filter(filter) if filter is not None else None
         with self._lock.read():
-            st = self._storage
-            if flt is None and not self._tombstones and self._index.is_trained and INDEX_ONLY_PARAMS.issuperset(
-                    overrides):
-                # unfiltered fast path: no planning, no mask - straight to the index (same route the planner picks)
-                scores, slots = self._index.search(q, k, overrides)
-                ranked = Ranked(scores, slots)
-                if (slots[:, -1] < 0).any():  # some row is short (e.g. HNSW missed nodes)
-                    ranked = fill_short(ranked, q, k, min(k, st.n_alive), st, self.metric, None)
-            else:
-                plan, mask = self._plan(flt, k, overrides)
-                ranked = execute(plan, q, k, mask, overrides, index=self._index, storage=st, metric=self.metric)
-            return make_hits(ranked, st, with_payload=with_payload, with_vectors=with_vectors)
+            return make_hits(self._ranked(q, k, flt, overrides), self._storage, with_payload=with_payload,
+                             with_vectors=with_vectors)
+
+    def search_arrays(self, vectors: Any, k: int = 10, filter: dict[str, Any] | Filter | None = None,
+                      params: dict[str, Any] | None = None) -> HitArrays:
+        """``search_batch`` returning (nq, k) id and score arrays instead of named hits - no Python object per hit,
+        for bulk work (evaluation, candidate generation); same plan, same order, no payloads."""
+        k = check_k(k)
+        q = self._prepare(vectors, param="vectors")
+        overrides = check_query_params(params) if params else {}
+        flt = parse_filter(filter) if filter is not None else None
+        with self._lock.read():
+            return hit_arrays(self._ranked(q, k, flt, overrides), self._storage, k)
+
+    def _ranked(self, q: np.ndarray, k: int, flt: Filter | None, overrides: dict[str, Any]) -> Ranked:
+        """Scores and slots of the top-k for each row of q; the caller holds the read lock."""
+        st = self._storage
+        if flt is None and not self._tombstones and self._index.is_trained and INDEX_ONLY_PARAMS.issuperset(overrides):
+            # unfiltered fast path: no planning, no mask - straight to the index (same route the planner picks)
+            scores, slots = self._index.search(q, k, overrides)
+            ranked = Ranked(scores, slots)
+            if (slots[:, -1] < 0).any():  # some row is short (e.g. HNSW missed nodes)
+                ranked = fill_short(ranked, q, k, min(k, st.n_alive), st, self.metric, None)
+            return ranked
+        plan, mask = self._plan(flt, k, overrides)
+        return execute(plan, q, k, mask, overrides, index=self._index, storage=st, metric=self.metric)
 
     def explain(self, filter: dict[str, Any] | None = None, k: int = 10,
                 params: dict[str, Any] | None = None) -> QueryPlan:

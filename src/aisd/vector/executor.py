@@ -16,7 +16,7 @@ import faiss
 import numpy as np
 
 from aisd.core.errors import InvalidRequestError
-from aisd.vector.base import Hit
+from aisd.vector.base import Hit, HitArrays
 from aisd.vector.indexes import VectorIndex, bitmap_selector
 from aisd.vector.native_hits import build_hits, native_builder
 from aisd.vector.planner import QueryPlan
@@ -143,6 +143,24 @@ def pad(a: np.ndarray, k: int, fill: float = -np.inf) -> np.ndarray:
     out = np.full((a.shape[0], k), fill, dtype=a.dtype)
     out[:, : a.shape[1]] = a
     return out
+
+
+def hit_arrays(r: Ranked, storage: PointStorage, k: int) -> HitArrays:
+    """Ids and scores of a result as (nq, k) arrays (``HitArrays``; rows padded to k): one NumPy gather of the slot ->
+    id array while every id is an int, a list lookup per hit otherwise."""
+    short = r.slots.shape[1] < k
+    slots = pad(r.slots, k, -1) if short else r.slots
+    missing = slots < 0
+    scores = np.where(missing, np.float32(-np.inf), pad(r.scores, k) if short else r.scores).astype(np.float32,
+                                                                                                     copy=False)
+    int_ids = storage.int_ids
+    if int_ids is not None:
+        ids = int_ids[np.where(missing, 0, slots)] if len(int_ids) else np.zeros(slots.shape, np.int64)
+        ids[missing] = -1
+        return HitArrays(ids, scores)
+    ids = np.empty(slots.shape, dtype=object)
+    ids.ravel()[:] = storage.ids_at(slots.ravel())  # None at slot -1
+    return HitArrays(ids, scores)
 
 
 def make_hits(r: Ranked, storage: PointStorage, *, with_payload: bool = True,

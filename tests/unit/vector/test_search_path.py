@@ -284,3 +284,29 @@ def test_native_hit_builder_rejects_a_bad_slot_with_an_error_not_a_crash() -> No
         build_hits(fn, Hit, slots, scores, np.arange(5, dtype=np.int64), [], None)
     with pytest.raises(TypeError, match="tuple subclass"):
         build_hits(fn, dict, slots[:1], scores[:1], None, ["a", "b"], None)
+
+
+@pytest.mark.parametrize("ids", ["int", "str"])
+@pytest.mark.parametrize("index", ["flat", "hnsw", "ivf"])
+def test_search_arrays_match_search_batch(tmp_path: Path, ids: str, index: str) -> None:
+    rng = np.random.default_rng(13)
+    store = VectorStore(tmp_path / "s", fsync="never")
+    params = {"nlist": 8, "train_size": 200} if index == "ivf" else None
+    col = store.create_collection("c", dim=D, metric="cosine", index=index, params=params)
+    keys = list(range(500)) if ids == "int" else [f"p{i}" for i in range(500)]
+    col.upsert(keys, rng.standard_normal((500, D)).astype(np.float32), [{"even": i % 2 == 0} for i in range(500)])
+    col.delete(keys[:50])  # tombstones / removed ids must not show up
+    q = rng.standard_normal((30, D)).astype(np.float32)
+    for kw in ({"k": 10}, {"k": 10, "filter": {"even": True}}, {"k": 10, "params": {"exact": True}},
+               {"k": 600}):  # k above the live count: rows are padded with -1 / None and -inf
+        arrays = col.search_arrays(q, **kw)
+        hits = col.search_batch(q, with_payload=False, **kw)
+        assert arrays.ids.shape == arrays.scores.shape == (30, kw["k"])
+        assert arrays.ids.dtype == (np.int64 if ids == "int" else object) and arrays.scores.dtype == np.float32
+        assert [[h.id for h in row] for row in arrays.to_hits()] == [[h.id for h in row] for row in hits]
+        for row_a, row_h in zip(arrays.to_hits(), hits, strict=True):
+            np.testing.assert_allclose([h.score for h in row_a], [h.score for h in row_h], rtol=1e-6)
+        n = len(hits[0])
+        assert np.isneginf(arrays.scores[:, n:]).all()
+        assert all(i in (-1, None) for i in arrays.ids[:, n:].ravel().tolist())
+    store.close()
