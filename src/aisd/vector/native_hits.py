@@ -149,5 +149,4 @@ def build_hits(fn: Any, hit_type: type, slots: np.ndarray, scores: np.ndarray, i
         ids_ptr, n_ids = int_ids.ctypes.data, len(int_ids)
     else:
         ids_ptr, n_ids = None, 0
-    return fn(hit_type, slots.ctypes.data, scores.ctypes.data, nq, k, ids_ptr, n_ids, id_list,
-              payloads if payloads is not None else None)
+    return fn(hit_type, slots.ctypes.data, scores.ctypes.data, nq, k, ids_ptr, n_ids, id_list, payloads)
