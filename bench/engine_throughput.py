@@ -2,12 +2,18 @@
 
 Workload (issue 7): 64 requests, prompt lengths uniform in [16, 256] tokens, 128 output tokens each with EOS ignored,
 greedy. Systems, all measured in this run on this machine:
-  - aisd        LLM.generate (continuous batching, paged KV cache, chunked prefill)
+  - aisd        LLM.generate (continuous batching, paged KV cache, chunked prefill), float32: the mode whose greedy
+                tokens equal transformers' (tests/integration)
+  - aisd-bf16   the same with dtype="bfloat16": bfloat16 matmul weights and KV cache, float32 activations (mixed
+                precision). Its greedy tokens are compared with aisd's float32 tokens: identical requests and the mean
+                position of the first different token are printed beside it
   - hf-seq      transformers `generate`, one request at a time (the baseline). It is slow, so by default it runs on
                 the first --hf-seq-requests requests; its tok/s is a per-request rate, independent of the count.
   - hf-static   transformers `generate` on left-padded batches of --static-batch requests
   - hf-cb       transformers' own continuous batching `generate_batch` (when the installed version has it)
 Every figure is output tokens / wall-clock second; ratios are against hf-seq (and hf-cb). Medians over --runs.
+Every aisd run starts with an empty prefix cache (``LLM.reset_prefix_cache``): the runs repeat the same prompts, and a
+warm cache would skip their prefill (before this reset, runs after the first were ~30% faster for that reason alone).
 
     python bench/engine_throughput.py            # full workload
     python bench/engine_throughput.py --quick    # 16 requests, prompts 16-128, 32 output tokens
@@ -39,20 +45,30 @@ def make_workload(n: int, lo: int, hi: int, vocab_lo: int, vocab_hi: int, seed: 
     return [[rng.randrange(vocab_lo, vocab_hi) for _ in range(rng.randint(lo, hi))] for _ in range(n)]
 
 
-def bench_aisd(model: str, prompts: list[list[int]], out_len: int, args: argparse.Namespace) -> dict:
+def bench_aisd(model: str, prompts: list[list[int]], out_len: int, args: argparse.Namespace, dtype: str) -> dict:
     from aisd.engine import LLM, SamplingParams
 
     llm = LLM(model, max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
-              num_threads=args.threads, kv_cache_memory_gb=args.kv_cache_gb, dtype=args.dtype)
+              num_threads=args.threads, kv_cache_memory_gb=args.kv_cache_gb, dtype=dtype)
     sp = SamplingParams(temperature=0, max_tokens=out_len, ignore_eos=True)
     llm.generate(prompts[:2], SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))  # warm-up
     times = []
     for _ in range(args.runs):
+        assert llm.reset_prefix_cache()  # each run computes every prompt: no hits from the previous run
         t = time.perf_counter()
         outs = llm.generate(prompts, sp)
         times.append(time.perf_counter() - t)
         assert all(len(o.outputs[0].token_ids) == out_len for o in outs)
-    return {"seconds": times, "output_tokens": len(prompts) * out_len}
+    del llm  # free its weights and KV cache before the next system loads
+    return {"seconds": times, "output_tokens": len(prompts) * out_len,
+            "tokens": [list(o.outputs[0].token_ids) for o in outs]}
+
+
+def agreement(tokens: list[list[int]], reference: list[list[int]]) -> dict:
+    """How closely one run's greedy tokens follow a reference run's: identical requests, mean first difference."""
+    first = [next((i for i, (a, b) in enumerate(zip(t, r, strict=True)) if a != b), len(r)) for t, r in zip(tokens, reference, strict=True)]
+    return {"identical_requests": sum(t == r for t, r in zip(tokens, reference, strict=True)), "requests": len(reference),
+            "mean_first_difference": statistics.mean(first), "output_len": len(reference[0]) if reference else 0}
 
 
 def load_hf(path: Path):
@@ -109,6 +125,9 @@ def bench_hf_cb(hf, prompts: list[list[int]], out_len: int) -> dict:
     return {"seconds": [seconds], "output_tokens": n}
 
 
+AISD_SYSTEMS = {"float32": "aisd", "bfloat16": "aisd-bf16"}
+
+
 def tok_s(r: dict) -> float | None:
     if "seconds" not in r:
         return None
@@ -128,7 +147,8 @@ def main() -> None:
     ap.add_argument("--max-num-seqs", type=int, default=64)
     ap.add_argument("--max-num-batched-tokens", type=int, default=1024)
     ap.add_argument("--kv-cache-gb", type=float, default=2.0)
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="aisd weights and KV cache")
+    ap.add_argument("--dtypes", default="float32,bfloat16",
+                    help="aisd modes to run, comma list of float32 (system aisd) and bfloat16 (system aisd-bf16)")
     ap.add_argument("--static-batch", type=int, default=16)
     ap.add_argument("--hf-seq-requests", type=int, default=8)
     ap.add_argument("--skip", default="", help="comma list of systems to skip: hf-seq,hf-static,hf-cb")
@@ -154,8 +174,17 @@ def main() -> None:
           f"{args.threads} threads on {cores} cores; load average {load_before[0]:.1f}", flush=True)
 
     results: dict[str, dict] = {}
-    results["aisd"] = bench_aisd(args.model, prompts, args.output_len, args)
-    print(f"aisd: {tok_s(results['aisd']):.1f} tok/s", flush=True)
+    for dtype in filter(None, args.dtypes.split(",")):
+        if dtype not in AISD_SYSTEMS:
+            ap.error(f"--dtypes: unknown dtype {dtype!r} (choose from {', '.join(AISD_SYSTEMS)})")
+        name = AISD_SYSTEMS[dtype]
+        results[name] = bench_aisd(args.model, prompts, args.output_len, args, dtype)
+        print(f"{name}: {tok_s(results[name]):.1f} tok/s", flush=True)
+    if "aisd" in results and "aisd-bf16" in results:
+        results["aisd-bf16"]["agreement"] = agree = agreement(results["aisd-bf16"]["tokens"], results["aisd"]["tokens"])
+        print(f"aisd-bf16 vs aisd float32 greedy tokens: {agree['identical_requests']}/{agree['requests']} requests "
+              f"identical, first difference at token {agree['mean_first_difference']:.1f} of "
+              f"{agree['output_len']} on average", flush=True)
     hf = None
     if not {"hf-seq", "hf-static", "hf-cb"} <= skip:
         hf = load_hf(path)
@@ -181,7 +210,8 @@ def main() -> None:
         v = tok_s(r)
         row = {"system": name, "tok_per_s": v, "vs_hf_seq": v / base if v and base else None,
                "vs_hf_cb": v / cb if v and cb else None, "median_seconds": statistics.median(r["seconds"])
-               if "seconds" in r else None, "output_tokens": r.get("output_tokens"), "error": r.get("error")}
+               if "seconds" in r else None, "output_tokens": r.get("output_tokens"), "error": r.get("error"),
+               "agreement_with_float32": r.get("agreement")}
         rows.append(row)
         if v is None:
             print(f"{name:<11}{'n/a':>10}   {r.get('error', '')}")
@@ -199,8 +229,8 @@ def main() -> None:
                         "output_len": args.output_len, "hf_seq_requests": args.hf_seq_requests,
                         "static_batch": args.static_batch, "aisd_runs": args.runs,
                         "max_num_seqs": args.max_num_seqs, "max_num_batched_tokens": args.max_num_batched_tokens,
-                        "dtype": args.dtype},
-           "results": rows, "raw": results,
+                        "dtypes": args.dtypes},
+           "results": rows, "raw": {k: {x: y for x, y in r.items() if x != "tokens"} for k, r in results.items()},
            "targets": {"vs_hf_seq": 30.0, "vs_hf_cb": 1.5}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "engine_throughput_quick.json" if args.quick else "engine_throughput.json"

@@ -2,7 +2,8 @@
 context through the block table (PagedAttention, Kwon et al. 2023).
 
 Tokens of one step are flattened into one [T] batch: the decodes first (one token each), then the prefill chunks.
-- Decodes use the native kernel of ``aisd.engine.cpu_kernels`` when it is available (float32 on CPU): it reads each
+- Decodes use the native kernel of ``aisd.engine.cpu_kernels`` when it is available (float32 queries on CPU, a
+  float32 or bfloat16 cache): it reads each
   sequence's K/V rows in place, once, with no padding. The pure-torch fallback gathers whole blocks into a padded
   [B, kv_heads, L, D] tensor and runs SDPA with the G = num_heads / num_kv_heads query heads that share a KV head
   laid out as G "query rows" of that head (GQA without repeating K/V).
@@ -102,7 +103,7 @@ def _decode_torch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     ids = bt.view(-1)
     kd = torch.index_select(k_cache.view(nb, -1), 0, ids).view(B, mb, KVH, bs, D).transpose(1, 2)
     vd = torch.index_select(v_cache.view(nb, -1), 0, ids).view(B, mb, KVH, bs, D).transpose(1, 2)
-    kd, vd = kd.reshape(B, KVH, mb * bs, D), vd.reshape(B, KVH, mb * bs, D)
+    kd, vd = kd.reshape(B, KVH, mb * bs, D).to(q.dtype), vd.reshape(B, KVH, mb * bs, D).to(q.dtype)
     qd = q.view(B, KVH, H // KVH, D)  # head h = kv_head * G + g (the order repeat_kv assumes)
     return F.scaled_dot_product_attention(qd, kd, vd, attn_mask=meta.decode_mask).reshape(B, H, D)
 
@@ -124,13 +125,13 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: 
         meta.slot_blocks = torch.div(meta.slot_mapping, bs, rounding_mode="floor")
         meta.slot_offsets = meta.slot_mapping - meta.slot_blocks * bs
     # advanced indices around a slice: k_cache[blk, :, off] is [T, KVH, D], the layout of k
-    k_cache[meta.slot_blocks, :, meta.slot_offsets] = k
-    v_cache[meta.slot_blocks, :, meta.slot_offsets] = v
+    k_cache[meta.slot_blocks, :, meta.slot_offsets] = k.to(k_cache.dtype)  # a 16-bit cache stores rounded K/V
+    v_cache[meta.slot_blocks, :, meta.slot_offsets] = v.to(v_cache.dtype)
     out = torch.empty_like(q)
     B = meta.num_decodes
     if B:
         if meta.native and meta.decode_context_lens is not None and q.dtype == torch.float32 \
-                and k_cache.dtype == torch.float32:
+                and k_cache.dtype in cpu_kernels.KV_DTYPES:
             cpu_kernels.paged_decode_attention(q[:B], k_cache, v_cache, meta.decode_block_tables,
                                                meta.decode_context_lens, D ** -0.5, out=out[:B])
         else:
@@ -144,8 +145,8 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: 
             kp = k[p.start:p.end].transpose(0, 1).unsqueeze(0)  # [1, KVH, n, D]
             vp = v[p.start:p.end].transpose(0, 1).unsqueeze(0)
         else:
-            kp = _gather_context(k_cache, p.block_table, p.context_len)  # [1, KVH, ctx, D]
-            vp = _gather_context(v_cache, p.block_table, p.context_len)
+            kp = _gather_context(k_cache, p.block_table, p.context_len).to(q.dtype)  # [1, KVH, ctx, D]
+            vp = _gather_context(v_cache, p.block_table, p.context_len).to(q.dtype)
         # enable_gqa: query head h reads kv head h // G, the same grouping as repeat_kv (fused CPU kernel)
         op = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=p.mask, is_causal=p.local, enable_gqa=True)
         out[p.start:p.end] = op[0].transpose(0, 1)

@@ -108,6 +108,16 @@ class BlockManager:
                 self.free.move_to_end(block_id, last=False)  # nothing cached in it: reuse first
 
     # ---- prefix caching -----------------------------------------------------------------------------------------
+    def reset_prefix_cache(self) -> bool:
+        """Forget every cached block (vLLM's ``reset_prefix_cache``): later requests compute their prompts again.
+        False, and nothing changed, while a live sequence holds blocks (their hashes are still in use)."""
+        if len(self.free) != self.num_blocks:
+            return False
+        for block in self.blocks:
+            block.hash, block.token_ids = NO_HASH, ()
+        self.hash_to_block.clear()
+        return True
+
     def _update_hashes(self, seq: Sequence) -> None:
         bs = self.block_size
         full = len(seq.token_ids) // bs

@@ -37,84 +37,127 @@ _SOURCE = r"""
 #define MAXG 16  /* query heads per kv head */
 #define MAXD 256 /* head_dim */
 
-/* One (sequence, kv head): G query rows q [G, D] against the sequence's L cached tokens, walked block by block.
-   k_cache / v_cache point at this kv head's rows of block 0; blocks are ``row * bs`` floats apart and, the cache
-   being head-major ([num_blocks, KVH, bs, D]), the bs rows of one (block, head) are contiguous: one 4 KiB stream
-   per block for D = 64, which the hardware prefetcher follows. */static inline void attend(const float *restrict q, const float *restrict k_cache, const float *restrict v_cache,
-                          const int64_t *restrict table, int64_t L, float *restrict out, float *restrict scores,
-                          int64_t G, const int64_t D, int64_t bs, int64_t row, float scale) {
-    /* pass 1: scores[g, j] = q_g . k_j * scale (each K row read once for the G heads) */
-    int64_t j = 0;
-    for (int64_t blk = 0; j < L; ++blk) {
-        const float *kb = k_cache + table[blk] * bs * row;
-        int64_t n = L - j < bs ? L - j : bs;
-        for (int64_t t = 0; t < n; ++t, ++j) {
-            const float *kj = kb + t * D;
-            for (int64_t g = 0; g < G; ++g) {
-                const float *qg = q + g * D;
-                float s = 0.f;
-                #pragma omp simd reduction(+:s)
-                for (int64_t d = 0; d < D; ++d) s += qg[d] * kj[d];
-                scores[g * L + j] = s * scale;
-            }
-        }
-    }
-    /* softmax over j, per g (max-subtracted, like SDPA) */
-    for (int64_t g = 0; g < G; ++g) {
-        float *sg = scores + g * L;
-        float m = -INFINITY;
-        for (int64_t i = 0; i < L; ++i) m = sg[i] > m ? sg[i] : m;
-        float sum = 0.f;
-        for (int64_t i = 0; i < L; ++i) { sg[i] = expf(sg[i] - m); sum += sg[i]; }
-        const float inv = 1.f / sum;
-        for (int64_t i = 0; i < L; ++i) sg[i] *= inv;
-    }
-    /* pass 2: out_g = sum_j p[g, j] v_j */
-    float acc[MAXG * MAXD];
-    memset(acc, 0, sizeof(float) * G * D);
-    j = 0;
-    for (int64_t blk = 0; j < L; ++blk) {
-        const float *vb = v_cache + table[blk] * bs * row;
-        int64_t n = L - j < bs ? L - j : bs;
-        for (int64_t t = 0; t < n; ++t, ++j) {
-            const float *vj = vb + t * D;
-            for (int64_t g = 0; g < G; ++g) {
-                const float p = scores[g * L + j];
-                float *ag = acc + g * D;
-                #pragma omp simd
-                for (int64_t d = 0; d < D; ++d) ag[d] += p * vj[d];
-            }
-        }
-    }
-    memcpy(out, acc, sizeof(float) * G * D);
+/* exp(x) for x <= 0 (scores minus their max): 2^n p(r) with x = n ln2 + r, |r| <= ln2 / 2, p the degree-6 Taylor
+   polynomial (relative error < 2e-7, glibc's expf < 1 ulp). Branch-free, so the softmax loop vectorises; a scalar
+   expf call per score cost ~15% of the kernel. Below -87 the result would be subnormal: clamped (weight ~1e-38). */
+static inline float exp_neg(float x) {
+    x = x < -87.f ? -87.f : x;
+    const float n = __builtin_roundf(x * 1.44269504088896341f);
+    const float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;  /* ln2 split hi + lo: exact n ln2 */
+    float p = 1.f / 720.f;
+    p = p * r + 1.f / 120.f;
+    p = p * r + 1.f / 24.f;
+    p = p * r + 1.f / 6.f;
+    p = p * r + 0.5f;
+    p = p * r + 1.f;
+    p = p * r + 1.f;
+    union { int32_t i; float f; } two_n = { .i = ((int32_t)n + 127) << 23 };
+    return p * two_n.f;
 }
-/* Decode attention for sequences [b0, b1), one query token each. q [B, H, D]; k/v cache [num_blocks, KVH, bs, D];
-   block_tables [B, max_blocks]; context_lens [B]; out [B, H, D]. Returns 0, 1 (out of memory) or 2 (shape too big). */
-int paged_decode_attention(const float *q, const float *k_cache, const float *v_cache, const int64_t *block_tables,
-                           const int64_t *context_lens, float *out, int64_t b0, int64_t b1, int64_t H, int64_t KVH,
-                           int64_t D, int64_t bs, int64_t max_blocks, float scale) {
-    const int64_t G = H / KVH;
-    if (G > MAXG || D > MAXD) return 2;
-    int64_t max_ctx = 1;
-    for (int64_t b = b0; b < b1; ++b) if (context_lens[b] > max_ctx) max_ctx = context_lens[b];
-    float *scores = (float *)malloc(sizeof(float) * (size_t)(G * max_ctx));
-    if (!scores) return 1;
-    const int64_t row = KVH * D;
-    for (int64_t b = b0; b < b1; ++b)
-        for (int64_t h = 0; h < KVH; ++h) {
-            const int64_t off = (b * H + h * G) * D;
-            if (D == 64)  /* the common head size, with a constant trip count the compiler unrolls */
-                attend(q + off, k_cache + h * bs * D, v_cache + h * bs * D, block_tables + b * max_blocks, context_lens[b],
-                       out + off, scores, G, 64, bs, row, scale);
-            else
-                attend(q + off, k_cache + h * bs * D, v_cache + h * bs * D, block_tables + b * max_blocks, context_lens[b],
-                       out + off, scores, G, D, bs, row, scale);
-        }
-    free(scores);
-    return 0;
+
+static inline float load_f32(const float *p) { return *p; }
+/* bfloat16 is the top half of a float32: widening is a 16-bit shift (exact). */
+static inline float load_bf16(const uint16_t *p) { union { uint32_t u; float f; } x = { .u = (uint32_t)*p << 16 }; return x.f; }
+
+static inline void prefetch(const void *p, int64_t bytes, int locality) {
+    for (int64_t c = 0; c < bytes; c += 64) __builtin_prefetch((const char *)p + c, 0, locality);
 }
+
+/* One (sequence, kv head): G query rows q [G, D] (float32) against the sequence's L cached tokens, walked block by
+   block. k_cache / v_cache point at this kv head's rows of block 0; blocks are ``row * bs`` elements apart and, the
+   cache being head-major ([num_blocks, KVH, bs, D]), the bs rows of one (block, head) are contiguous (4 KiB for
+   D = 64 in float32). Blocks sit anywhere in memory, so the hardware prefetcher stops at each block's end: the next
+   K block and this block's V rows are prefetched by hand (1.3-1.4x faster at ~200 tokens of context).
+   T is the cache's element type, LOAD widens one element to float. */
+#define DEFINE_ATTEND(NAME, T, LOAD)                                                                                 \
+static inline void NAME(const float *restrict q, const T *restrict k_cache, const T *restrict v_cache,              \
+                        const int64_t *restrict table, int64_t L, float *restrict out, float *restrict scores,      \
+                        int64_t G, const int64_t D, int64_t bs, int64_t row, float scale) {                         \
+    /* pass 1: scores[g, j] = q_g . k_j * scale (each K row read once for the G heads) */                          \
+    int64_t j = 0;                                                                                                  \
+    for (int64_t blk = 0; j < L; ++blk) {                                                                           \
+        const T *kb = k_cache + table[blk] * bs * row;                                                              \
+        const int64_t n = L - j < bs ? L - j : bs;                                                                  \
+        if (j + n < L) prefetch(k_cache + table[blk + 1] * bs * row, bs * D * (int64_t)sizeof(T), 3);               \
+        prefetch(v_cache + table[blk] * bs * row, n * D * (int64_t)sizeof(T), 2);  /* read in pass 2, from L2 */    \
+        for (int64_t t = 0; t < n; ++t, ++j) {                                                                      \
+            const T *kj = kb + t * D;                                                                               \
+            for (int64_t g = 0; g < G; ++g) {                                                                       \
+                const float *qg = q + g * D;                                                                        \
+                float s = 0.f;                                                                                      \
+                _Pragma("omp simd reduction(+:s)")                                                                  \
+                for (int64_t d = 0; d < D; ++d) s += qg[d] * LOAD(kj + d);                                          \
+                scores[g * L + j] = s * scale;                                                                      \
+            }                                                                                                       \
+        }                                                                                                           \
+    }                                                                                                               \
+    /* softmax over j, per g (max-subtracted, like SDPA) */                                                         \
+    for (int64_t g = 0; g < G; ++g) {                                                                               \
+        float *sg = scores + g * L;                                                                                 \
+        float m = -INFINITY;                                                                                        \
+        for (int64_t i = 0; i < L; ++i) m = sg[i] > m ? sg[i] : m;                                                  \
+        float sum = 0.f;                                                                                            \
+        _Pragma("omp simd reduction(+:sum)")                                                                        \
+        for (int64_t i = 0; i < L; ++i) { sg[i] = exp_neg(sg[i] - m); sum += sg[i]; }                               \
+        const float inv = 1.f / sum;                                                                                \
+        _Pragma("omp simd")                                                                                         \
+        for (int64_t i = 0; i < L; ++i) sg[i] *= inv;                                                               \
+    }                                                                                                               \
+    /* pass 2: out_g = sum_j p[g, j] v_j */                                                                         \
+    float acc[MAXG * MAXD];                                                                                         \
+    memset(acc, 0, sizeof(float) * G * D);                                                                          \
+    j = 0;                                                                                                          \
+    for (int64_t blk = 0; j < L; ++blk) {                                                                           \
+        const T *vb = v_cache + table[blk] * bs * row;                                                              \
+        const int64_t n = L - j < bs ? L - j : bs;                                                                  \
+        for (int64_t t = 0; t < n; ++t, ++j) {                                                                      \
+            const T *vj = vb + t * D;                                                                               \
+            for (int64_t g = 0; g < G; ++g) {                                                                       \
+                const float p = scores[g * L + j];                                                                  \
+                float *ag = acc + g * D;                                                                            \
+                _Pragma("omp simd")                                                                                 \
+                for (int64_t d = 0; d < D; ++d) ag[d] += p * LOAD(vj + d);                                          \
+            }                                                                                                       \
+        }                                                                                                           \
+    }                                                                                                               \
+    memcpy(out, acc, sizeof(float) * G * D);                                                                        \
+}
+
+/* Decode attention for sequences [b0, b1), one query token each. q [B, H, D] float32; k/v cache [num_blocks, KVH,
+   bs, D] of T; block_tables [B, max_blocks]; context_lens [B]; out [B, H, D] float32. Returns 0, 1 (out of memory)
+   or 2 (shape too big). */
+#define DEFINE_ENTRY(NAME, ATTEND, T)                                                                                \
+int NAME(const float *q, const T *k_cache, const T *v_cache, const int64_t *block_tables,                           \
+         const int64_t *context_lens, float *out, int64_t b0, int64_t b1, int64_t H, int64_t KVH,                   \
+         int64_t D, int64_t bs, int64_t max_blocks, float scale) {                                                  \
+    const int64_t G = H / KVH;                                                                                      \
+    if (G > MAXG || D > MAXD) return 2;                                                                             \
+    int64_t max_ctx = 1;                                                                                            \
+    for (int64_t b = b0; b < b1; ++b) if (context_lens[b] > max_ctx) max_ctx = context_lens[b];                     \
+    float *scores = (float *)malloc(sizeof(float) * (size_t)(G * max_ctx));                                         \
+    if (!scores) return 1;                                                                                          \
+    const int64_t row = KVH * D;                                                                                    \
+    for (int64_t b = b0; b < b1; ++b)                                                                               \
+        for (int64_t h = 0; h < KVH; ++h) {                                                                         \
+            const int64_t off = (b * H + h * G) * D;                                                                \
+            if (D == 64)  /* the common head size, with a constant trip count the compiler unrolls */               \
+                ATTEND(q + off, k_cache + h * bs * D, v_cache + h * bs * D, block_tables + b * max_blocks,          \
+                       context_lens[b], out + off, scores, G, 64, bs, row, scale);                                  \
+            else                                                                                                    \
+                ATTEND(q + off, k_cache + h * bs * D, v_cache + h * bs * D, block_tables + b * max_blocks,          \
+                       context_lens[b], out + off, scores, G, D, bs, row, scale);                                   \
+        }                                                                                                           \
+    free(scores);                                                                                                   \
+    return 0;                                                                                                       \
+}
+
+DEFINE_ATTEND(attend_f32, float, load_f32)
+DEFINE_ATTEND(attend_bf16, uint16_t, load_bf16)
+DEFINE_ENTRY(paged_decode_attention, attend_f32, float)
+DEFINE_ENTRY(paged_decode_attention_bf16, attend_bf16, uint16_t)
 """
 
+KV_DTYPES = (torch.float32, torch.bfloat16)  # cache dtypes the kernel reads (q and out are always float32)
 _FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fPIC", "-shared", "-std=c11"]
 _lib: ctypes.CDLL | None = None
 _tried = False
@@ -128,9 +171,9 @@ def _build() -> ctypes.CDLL | None:
     if path is None:
         return None
     lib = ctypes.CDLL(str(path))
-    fn = lib.paged_decode_attention
-    fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 7 + [ctypes.c_float]
+    for fn in (lib.paged_decode_attention, lib.paged_decode_attention_bf16):
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 7 + [ctypes.c_float]
     return lib
 
 
@@ -162,12 +205,14 @@ def _executor(n: int) -> ThreadPoolExecutor:
 def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                            block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float,
                            out: torch.Tensor | None = None) -> torch.Tensor:
-    """q [B, H, D] float32; caches [num_blocks, KVH, block_size, D] float32 (head-major blocks); block_tables [B, max_blocks] int64;
-    context_lens [B] int64 (tokens each query attends to, itself included) -> out [B, H, D]."""
+    """q [B, H, D] float32; caches [num_blocks, KVH, block_size, D] float32 or bfloat16 (head-major blocks; both the
+    same dtype); block_tables [B, max_blocks] int64; context_lens [B] int64 (tokens each query attends to, itself
+    included) -> out [B, H, D] float32."""
     if not available():
         raise RuntimeError("native attention kernel is not available")
-    if q.dtype != torch.float32 or k_cache.dtype != torch.float32 or v_cache.dtype != torch.float32:
-        raise TypeError("the native kernel takes float32 tensors")
+    if q.dtype != torch.float32 or k_cache.dtype not in KV_DTYPES or v_cache.dtype != k_cache.dtype:
+        raise TypeError(f"the native kernel takes a float32 q and float32 or bfloat16 caches of one dtype; got q "
+                        f"{q.dtype}, k_cache {k_cache.dtype}, v_cache {v_cache.dtype}")
     B, H, D = q.shape
     nb, KVH, bs, _ = k_cache.shape
     q = q.contiguous()
@@ -178,7 +223,7 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     out = torch.empty_like(q) if out is None else out
     if not out.is_contiguous() or out.shape != q.shape:
         raise ValueError("out must be a contiguous tensor shaped like q")
-    fn = _lib.paged_decode_attention  # type: ignore[union-attr]
+    fn = _lib.paged_decode_attention if k_cache.dtype == torch.float32 else _lib.paged_decode_attention_bf16  # type: ignore[union-attr]
     args = (q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), bt.data_ptr(), cl.data_ptr(), out.data_ptr())
     rest = (H, KVH, D, bs, bt.shape[1], scale)
     n = max(1, min(torch.get_num_threads(), B))

@@ -51,6 +51,10 @@ class LLM:
             self.engine.add_request(rid, prompt, p, priority=priority[i] if priority else 0)
         return self._run(ids, use_tqdm)
 
+    def reset_prefix_cache(self) -> bool:
+        """Forget the cached prompt prefixes (vLLM's ``LLM.reset_prefix_cache``); False while requests are running."""
+        return self.engine.reset_prefix_cache()
+
     def chat(self, messages: list[dict[str, Any]] | list[list[dict[str, Any]]],
              sampling_params: SamplingParams | Seq[SamplingParams] | None = None, use_tqdm: bool = False,
              add_generation_prompt: bool = True) -> list[RequestOutput]:

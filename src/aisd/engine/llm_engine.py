@@ -341,6 +341,11 @@ class LLMEngine:
         return self._make_output(req)
 
     # ---- stats --------------------------------------------------------------------------------------------------
+    def reset_prefix_cache(self) -> bool:
+        """Drop the prefix cache (e.g. between benchmark runs of the same prompts); False while requests run."""
+        self._require_loaded()
+        return self.block_manager.reset_prefix_cache()
+
     def get_stats(self) -> EngineStats:
         self._require_loaded()
         bm = self.block_manager

@@ -98,6 +98,22 @@ def test_native_and_torch_decode_paths_agree_and_split_over_threads() -> None:
     assert torch.allclose(native, want, atol=2e-5)
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bfloat16_cache_matches_dense_attention_over_the_rounded_keys_and_values(native: bool) -> None:
+    """A bfloat16 KV cache (the engine's mixed-precision mode): float32 queries, K/V stored rounded to bfloat16 and
+    widened exactly when read; decodes (native kernel or torch) and prefill chunks over cached context alike."""
+    if native:
+        assert cpu_kernels.available(), "the native decode kernel did not build"
+    rng = random.Random(4)
+    lengths = [(rng.randint(1, 70), 1) for _ in range(9)] + [(0, 13), (21, 6)]
+    case = Case(lengths, num_blocks=128)
+    case.k_cache, case.v_cache = case.k_cache.bfloat16(), case.v_cache.bfloat16()
+    case.seqs = [(t, c, n, k.bfloat16().float(), v.bfloat16().float(), q) for t, c, n, k, v, q in case.seqs]
+    got, want = case.run(native=native, decode_count=9)
+    assert case.k_cache.dtype == torch.bfloat16 and got.dtype == torch.float32
+    assert torch.allclose(got, want, atol=2e-5, rtol=1e-4)
+
+
 def test_torch_decode_fallback_matches_dense_attention() -> None:
     case = Case([(5, 1), (40, 1), (17, 1), (0, 1)], block_size=8)
     got, want = case.run(native=False, decode_count=4)
@@ -143,6 +159,8 @@ def test_native_kernel_rejects_bad_inputs() -> None:
     cl = torch.ones(2, dtype=torch.long)
     with pytest.raises(TypeError):
         cpu_kernels.paged_decode_attention(q.double(), cache, cache, bt, cl, 0.25)
+    with pytest.raises(TypeError, match="one dtype"):
+        cpu_kernels.paged_decode_attention(q, cache, cache.bfloat16(), bt, cl, 0.25)
     with pytest.raises(ValueError, match="contiguous"):
         cpu_kernels.paged_decode_attention(q, cache.transpose(1, 2), cache, bt, cl, 0.25)
     with pytest.raises(ValueError, match="out"):

@@ -83,6 +83,19 @@ def test_prefix_hit_shares_blocks_and_counts_tokens() -> None:
     bm.check_invariants([a, b])
 
 
+def test_reset_prefix_cache_drops_every_hash_only_when_idle() -> None:
+    bm = BlockManager(16, 4)
+    a = make_seq(list(range(10)), "a")
+    assert compute(bm, a, 10)
+    assert bm.reset_prefix_cache() is False  # a still holds its blocks
+    assert bm.match_prefix(make_seq(list(range(10)), "b")).num_tokens == 8
+    bm.free_seq(a)
+    assert bm.reset_prefix_cache() is True
+    assert bm.match_prefix(make_seq(list(range(10)), "c")).num_tokens == 0
+    assert not bm.hash_to_block and bm.num_free_blocks == 16
+    bm.check_invariants([])
+
+
 def test_a_prompt_that_is_all_cached_still_computes_its_last_token() -> None:
     bm = BlockManager(16, 4)
     a = make_seq(list(range(8)), "a")

@@ -158,6 +158,21 @@ def test_prefix_cache_hits_and_outputs_equal(tiny_llama: Path) -> None:
     assert second.outputs[0].token_ids == cold["1"].outputs[0].token_ids
 
 
+def test_reset_prefix_cache_forgets_cached_prompts_but_not_while_requests_run(tiny_llama: Path) -> None:
+    prompt = prompts(1, 40, 40, seed=5)[0]
+    eng = engine(tiny_llama)
+    first = run(eng, [("a", prompt, GREEDY)])["a"]
+    eng.add_request("b", prompt, GREEDY)
+    eng.step()  # "b" now holds blocks: the cache cannot be dropped under it
+    assert eng.reset_prefix_cache() is False
+    assert run(eng, [])["b"].num_cached_tokens == 36  # the reset changed nothing: b hit 9 cached blocks
+    assert eng.reset_prefix_cache() is True
+    again = run(eng, [("c", prompt, GREEDY)])["c"]
+    assert again.num_cached_tokens == 0  # computed from scratch, same tokens
+    assert again.outputs[0].token_ids == first.outputs[0].token_ids
+    eng.block_manager.check_invariants([])
+
+
 def test_stop_strings_are_trimmed_and_stop_token_ids_end_generation(llama: LLMEngine) -> None:
     p = prompts(1, 12, 12, seed=6)[0]
     base = run(llama, [("s", p, SamplingParams(temperature=0, max_tokens=16, ignore_eos=True))])["s"].outputs[0]
