@@ -53,7 +53,8 @@ class ModelRunner:
         self.device = device
         self.group = c.num_heads // c.num_kv_heads
         shape = (num_blocks, c.num_kv_heads, block_size, c.head_dim)
-        # torch.zeros is lazily backed by the OS (calloc): untouched blocks cost no resident memory
+        # Resident from the start: torch.zeros writes every page (measured: +1 GiB RSS for a 1 GiB cache). Tried and
+        # dropped: 2 MiB pages for the cache (madvise before zeroing), no measurable gain end to end.
         self.kv_caches = [(torch.zeros(shape, dtype=DTYPES[dtype]), torch.zeros(shape, dtype=DTYPES[dtype]))
                           for _ in range(c.num_layers)]
 

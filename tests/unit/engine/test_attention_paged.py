@@ -114,6 +114,26 @@ def test_bfloat16_cache_matches_dense_attention_over_the_rounded_keys_and_values
     assert torch.allclose(got, want, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.usefixtures("needs_native")
+def test_openmp_and_python_thread_splits_give_identical_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Linux torch runs GNU OpenMP, so the kernel is built to run on torch's own team; the Python-threads split
+    (used elsewhere) computes every (sequence, head) with the same code, so the outputs are bit-identical."""
+    if cpu_kernels.torch_uses_gnu_openmp():
+        assert cpu_kernels.parallel_backend() == "openmp"
+    rng = random.Random(5)
+    case = Case([(rng.randint(1, 150), 1) for _ in range(21)], num_blocks=400)
+    torch.set_num_threads(2)
+    try:
+        first, want = case.run(native=True, decode_count=21)
+        monkeypatch.setattr(cpu_kernels, "_USE_OPENMP", False)
+        assert cpu_kernels.parallel_backend() == "threads"
+        second, _ = case.run(native=True, decode_count=21)
+    finally:
+        torch.set_num_threads(1)
+    assert torch.equal(first, second)
+    assert torch.allclose(first, want, atol=2e-5)
+
+
 def test_torch_decode_fallback_matches_dense_attention() -> None:
     case = Case([(5, 1), (40, 1), (17, 1), (0, 1)], block_size=8)
     got, want = case.run(native=False, decode_count=4)
