@@ -62,9 +62,11 @@ static inline float exp_neg(float x) {
    widening inside each head's dot product). */
 static inline const float *widen_f32(const float *row, float *buf, int64_t D) { (void)buf; (void)D; return row; }
 static inline const float *widen_bf16(const uint16_t *restrict row, float *restrict buf, int64_t D) {
-    uint32_t *u = (uint32_t *)buf;
     #pragma omp simd
-    for (int64_t d = 0; d < D; ++d) u[d] = (uint32_t)row[d] << 16;
+    for (int64_t d = 0; d < D; ++d) {
+        union { uint32_t u; float f; } x = { .u = (uint32_t)row[d] << 16 };  /* type punning through a union */
+        buf[d] = x.f;
+    }
     return buf;
 }
 
