@@ -40,12 +40,15 @@ def test_serve_fails_fast_on_a_missing_model_and_passes_options(monkeypatch: pyt
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF")
     result = runner.invoke(app, ["serve", "--model", str(gguf), "--port", "8123", "--max-num-seqs", "4",
-                                 "--no-prefix-caching", "--max-waiting-requests", "7"])
+                                 "--no-prefix-caching", "--max-waiting-requests", "7", "--dtype", "bfloat16"])
     assert result.exit_code == 0, result.output
     eng = seen["settings"].engine
     assert seen["port"] == 8123 and seen["host"] == "127.0.0.1"
     assert (eng.model, eng.max_num_seqs, eng.enable_prefix_caching, eng.enable_chunked_prefill,
-            eng.max_waiting_requests) == (str(gguf), 4, False, True, 7)
+            eng.max_waiting_requests, eng.dtype) == (str(gguf), 4, False, True, 7, "bfloat16")
+    seen.clear()
+    result = runner.invoke(app, ["serve", "--model", str(gguf), "--dtype", "int4"])
+    assert result.exit_code == 2 and "--dtype" in result.output and "int4" in result.output and not seen
 
 
 def test_demo_says_why_when_the_model_is_missing(monkeypatch: pytest.MonkeyPatch,

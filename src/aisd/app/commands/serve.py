@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from aisd.core.errors import ModelNotFoundError
+from aisd.engine.config import DTYPES
 
 
 def check_model(model: str) -> str:
@@ -40,6 +41,9 @@ def register(app: typer.Typer) -> None:
         chunked_prefill: bool = typer.Option(None, "--chunked-prefill/--no-chunked-prefill",
                                              help="Split long prompts across steps (default on)."),
         num_threads: int = typer.Option(None, help="torch CPU threads (default: all cores)."),
+        dtype: str = typer.Option(None, help="Matmul weights and KV cache: float32 (default; tokens match "
+                                             "transformers) or bfloat16 (mixed precision, ~1.5x faster on CPUs with "
+                                             "AVX512-BF16; activations stay float32)."),
         log_level: str = typer.Option(None, help="uvicorn log level (default info)."),
     ) -> None:
         """Serve the OpenAI-compatible API (and /v1/rag, /v1/collections, ...) over HTTP.
@@ -58,7 +62,9 @@ def register(app: typer.Typer) -> None:
                      "max_num_batched_tokens": max_num_batched_tokens, "max_model_len": max_model_len,
                      "kv_cache_memory_gb": kv_cache_memory_gb, "max_waiting_requests": max_waiting_requests,
                      "enable_prefix_caching": prefix_caching, "enable_chunked_prefill": chunked_prefill,
-                     "num_threads": num_threads}
+                     "num_threads": num_threads, "dtype": dtype}
+        if dtype is not None and dtype not in DTYPES:
+            raise typer.BadParameter(f"{dtype!r} is not one of {', '.join(DTYPES)}", param_hint="--dtype")
         for name, value in overrides.items():
             if value is not None:
                 setattr(eng, name, value)
@@ -71,7 +77,7 @@ def register(app: typer.Typer) -> None:
         check_model(eng.model)
         eng.load_on_startup = True  # load before accepting traffic, not on the first request
         typer.echo(f"aisd serve: model {eng.model} on http://{settings.server.host}:{settings.server.port}/v1 "
-                   f"(max_num_seqs={eng.max_num_seqs}, prefix caching {'on' if eng.enable_prefix_caching else 'off'}"
+                   f"(dtype {eng.dtype}, max_num_seqs={eng.max_num_seqs}, prefix caching {'on' if eng.enable_prefix_caching else 'off'}"
                    f", chunked prefill {'on' if eng.enable_chunked_prefill else 'off'})", err=True)
         uvicorn.run(create_app(settings), host=settings.server.host, port=settings.server.port,
                     log_level=settings.server.log_level)
