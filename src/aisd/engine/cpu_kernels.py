@@ -135,10 +135,24 @@ static inline void NAME(const float *restrict q, const T *restrict k_cache, cons
     memcpy(out, acc, sizeof(float) * G * D);                                                                        \
 }
 
+/* One work item: sequence b, kv head h (its G query heads), from the batch's flat arrays. */
+#define DEFINE_ITEM(NAME, ATTEND, T)                                                                                 \
+static inline void NAME(const float *q, const T *k_cache, const T *v_cache, const int64_t *block_tables,            \
+                        const int64_t *context_lens, float *out, float *scores, int64_t b, int64_t h, int64_t H,    \
+                        int64_t KVH, int64_t D, int64_t bs, int64_t max_blocks, float scale) {                      \
+    const int64_t G = H / KVH, off = (b * H + h * G) * D;                                                           \
+    if (D == 64)  /* the common head size, with a constant trip count the compiler unrolls */                       \
+        ATTEND(q + off, k_cache + h * bs * D, v_cache + h * bs * D, block_tables + b * max_blocks, context_lens[b], \
+               out + off, scores, G, 64, bs, KVH * D, scale);                                                       \
+    else                                                                                                            \
+        ATTEND(q + off, k_cache + h * bs * D, v_cache + h * bs * D, block_tables + b * max_blocks, context_lens[b], \
+               out + off, scores, G, D, bs, KVH * D, scale);                                                        \
+}
+
 /* Decode attention for sequences [b0, b1), one query token each. q [B, H, D] float32; k/v cache [num_blocks, KVH,
    bs, D] of T; block_tables [B, max_blocks]; context_lens [B]; out [B, H, D] float32. Returns 0, 1 (out of memory)
    or 2 (shape too big). */
-#define DEFINE_ENTRY(NAME, ATTEND, T)                                                                                \
+#define DEFINE_ENTRY(NAME, ITEM, T)                                                                                \
 int NAME(const float *q, const T *k_cache, const T *v_cache, const int64_t *block_tables,                           \
          const int64_t *context_lens, float *out, int64_t b0, int64_t b1, int64_t H, int64_t KVH,                   \
          int64_t D, int64_t bs, int64_t max_blocks, float scale) {                                                  \
@@ -148,32 +162,27 @@ int NAME(const float *q, const T *k_cache, const T *v_cache, const int64_t *bloc
     for (int64_t b = b0; b < b1; ++b) if (context_lens[b] > max_ctx) max_ctx = context_lens[b];                     \
     float *scores = (float *)malloc(sizeof(float) * (size_t)(G * max_ctx));                                         \
     if (!scores) return 1;                                                                                          \
-    const int64_t row = KVH * D;                                                                                    \
     for (int64_t b = b0; b < b1; ++b)                                                                               \
-        for (int64_t h = 0; h < KVH; ++h) {                                                                         \
-            const int64_t off = (b * H + h * G) * D;                                                                \
-            if (D == 64)  /* the common head size, with a constant trip count the compiler unrolls */               \
-                ATTEND(q + off, k_cache + h * bs * D, v_cache + h * bs * D, block_tables + b * max_blocks,          \
-                       context_lens[b], out + off, scores, G, 64, bs, row, scale);                                  \
-            else                                                                                                    \
-                ATTEND(q + off, k_cache + h * bs * D, v_cache + h * bs * D, block_tables + b * max_blocks,          \
-                       context_lens[b], out + off, scores, G, D, bs, row, scale);                                   \
-        }                                                                                                           \
+        for (int64_t h = 0; h < KVH; ++h)                                                                           \
+            ITEM(q, k_cache, v_cache, block_tables, context_lens, out, scores, b, h, H, KVH, D, bs, max_blocks,      \
+                 scale);                                                                                            \
     free(scores);                                                                                                   \
     return 0;                                                                                                       \
 }
 
 DEFINE_ATTEND(attend_f32, float, widen_f32)
 DEFINE_ATTEND(attend_bf16, uint16_t, widen_bf16)
-DEFINE_ENTRY(paged_decode_attention, attend_f32, float)
-DEFINE_ENTRY(paged_decode_attention_bf16, attend_bf16, uint16_t)
+DEFINE_ITEM(item_f32, attend_f32, float)
+DEFINE_ITEM(item_bf16, attend_bf16, uint16_t)
+DEFINE_ENTRY(paged_decode_attention, item_f32, float)
+DEFINE_ENTRY(paged_decode_attention_bf16, item_bf16, uint16_t)
 
 #ifdef _OPENMP
 /* The whole batch on the OpenMP team of the calling thread: torch's own threads when this library resolves
    libgomp.so.1 to the copy torch loaded (see _build). Work items are (sequence, kv head) pairs, handed out one at a
    time (contexts differ in length). Same return codes; every thread takes part in the loop even if its scratch
    allocation failed (a worksharing loop must be met by the whole team). */
-#define DEFINE_PARALLEL(NAME, ATTEND, T)                                                                             \
+#define DEFINE_PARALLEL(NAME, ITEM, T)                                                                             \
 int NAME(const float *q, const T *k_cache, const T *v_cache, const int64_t *block_tables,                           \
          const int64_t *context_lens, float *out, int64_t B, int64_t H, int64_t KVH,                                 \
          int64_t D, int64_t bs, int64_t max_blocks, float scale) {                                                  \
@@ -181,7 +190,6 @@ int NAME(const float *q, const T *k_cache, const T *v_cache, const int64_t *bloc
     if (G > MAXG || D > MAXD) return 2;                                                                             \
     int64_t max_ctx = 1;                                                                                            \
     for (int64_t b = 0; b < B; ++b) if (context_lens[b] > max_ctx) max_ctx = context_lens[b];                       \
-    const int64_t row = KVH * D;                                                                                    \
     int failed = 0;                                                                                                 \
     _Pragma("omp parallel")                                                                                         \
     {                                                                                                               \
@@ -193,20 +201,15 @@ int NAME(const float *q, const T *k_cache, const T *v_cache, const int64_t *bloc
         _Pragma("omp for schedule(dynamic, 1)")                                                                     \
         for (int64_t w = 0; w < B * KVH; ++w) {                                                                     \
             if (!scores) continue;                                                                                  \
-            const int64_t b = w / KVH, h = w % KVH, off = (b * H + h * G) * D;                                      \
-            if (D == 64)                                                                                            \
-                ATTEND(q + off, k_cache + h * bs * D, v_cache + h * bs * D, block_tables + b * max_blocks,          \
-                       context_lens[b], out + off, scores, G, 64, bs, row, scale);                                  \
-            else                                                                                                    \
-                ATTEND(q + off, k_cache + h * bs * D, v_cache + h * bs * D, block_tables + b * max_blocks,          \
-                       context_lens[b], out + off, scores, G, D, bs, row, scale);                                   \
+            ITEM(q, k_cache, v_cache, block_tables, context_lens, out, scores, w / KVH, w % KVH, H, KVH, D, bs,      \
+                 max_blocks, scale);                                                                                \
         }                                                                                                           \
         free(scores);                                                                                               \
     }                                                                                                               \
     return failed;                                                                                                  \
 }
-DEFINE_PARALLEL(paged_decode_attention_omp, attend_f32, float)
-DEFINE_PARALLEL(paged_decode_attention_omp_bf16, attend_bf16, uint16_t)
+DEFINE_PARALLEL(paged_decode_attention_omp, item_f32, float)
+DEFINE_PARALLEL(paged_decode_attention_omp_bf16, item_bf16, uint16_t)
 #endif
 """
 
