@@ -239,23 +239,24 @@ def _build() -> ctypes.CDLL | None:
     path = None
     if torch_uses_gnu_openmp():
         path = compile_library("paged_attention_omp", _SOURCE, [*_FLAGS, "-fopenmp"], libs=("-lm",))
-    parallel = path is not None
     path = path or compile_library("paged_attention", _SOURCE, _FLAGS, libs=("-lm",))
     if path is None:
         return None
     lib = ctypes.CDLL(str(path))
-    names = ["paged_decode_attention", "paged_decode_attention_bf16"]
-    for name in names:
-        fn = getattr(lib, name)
-        fn.restype = ctypes.c_int
-        fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 7 + [ctypes.c_float]
-    lib.aisd_openmp = parallel
-    if parallel:
-        for name in ("paged_decode_attention_omp", "paged_decode_attention_omp_bf16"):
+    # the serial entries take a [b0, b1) range of sequences, the OpenMP ones (built with -fopenmp only) the count B
+    entries = {"paged_decode_attention": 7, "paged_decode_attention_bf16": 7,
+               "paged_decode_attention_omp": 6, "paged_decode_attention_omp_bf16": 6}
+    for name, n_ints in entries.items():
+        if hasattr(lib, name):
             fn = getattr(lib, name)
             fn.restype = ctypes.c_int
-            fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 6 + [ctypes.c_float]
+            fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * n_ints + [ctypes.c_float]
     return lib
+
+
+def _openmp() -> bool:
+    """The loaded kernel has the OpenMP entry points (and tests have not switched them off)."""
+    return _USE_OPENMP and hasattr(_lib, "paged_decode_attention_omp")
 
 
 def parallel_backend() -> str:
@@ -263,7 +264,7 @@ def parallel_backend() -> str:
     threads, one contiguous range of sequences each); "none" when the kernel is unavailable."""
     if not available():
         return "none"
-    return "openmp" if _lib.aisd_openmp and _USE_OPENMP else "threads"  # type: ignore[union-attr]
+    return "openmp" if _openmp() else "threads"
 
 
 def available() -> bool:
@@ -317,7 +318,7 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     rest = (H, KVH, D, bs, bt.shape[1], scale)
     n = max(1, min(torch.get_num_threads(), B))
     fn = _lib.paged_decode_attention_bf16 if bf16 else _lib.paged_decode_attention  # type: ignore[union-attr]
-    if n > 1 and parallel_backend() == "openmp":
+    if n > 1 and _openmp():
         # Python threads here would compete with torch's OpenMP workers, which keep spinning for a while after each
         # matmul: measured in the engine, the two-thread split then ran no faster than one thread (2.1 ms per layer
         # at 60 sequences x 211 tokens), on torch's team 1.0 ms
