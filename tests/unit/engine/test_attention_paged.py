@@ -73,7 +73,10 @@ def needs_native() -> None:
 
 
 @pytest.mark.usefixtures("needs_native")
-@pytest.mark.parametrize("head_dim,block_size,heads,kv_heads", [(64, 16, 9, 3), (32, 4, 4, 2), (16, 8, 4, 4)])
+@pytest.mark.parametrize("head_dim,block_size,heads,kv_heads", [
+    (64, 16, 9, 3), (128, 16, 12, 2), (64, 32, 14, 2), (64, 16, 16, 1),  # the AVX-512 path (where the CPU has it):
+    # G = 3, 6, 7, 16 query heads per kv head (register chunks of 4 or 2 heads plus a remainder), 1 or 2 tiles a block
+    (32, 4, 4, 2), (16, 8, 4, 4), (64, 8, 9, 3)])  # the portable path (other head sizes, blocks not a multiple of 16)
 def test_native_decode_kernel_matches_dense_attention(head_dim: int, block_size: int, heads: int,
                                                       kv_heads: int) -> None:
     rng = random.Random(1)
@@ -81,6 +84,14 @@ def test_native_decode_kernel_matches_dense_attention(head_dim: int, block_size:
     case = Case(lengths, heads, kv_heads, head_dim, block_size)
     got, want = case.run(native=True, decode_count=len(lengths))
     assert torch.allclose(got, want, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.usefixtures("needs_native")
+def test_kernel_uses_avx512_where_the_cpu_has_it() -> None:
+    """-march=native builds the hand-vectorised path on an AVX-512 CPU, so the shapes above exercised it there."""
+    with open("/proc/cpuinfo") as f:
+        flags = next((line.split() for line in f if line.startswith("flags")), [])
+    assert cpu_kernels.vector_path() == ("avx512" if "avx512f" in flags else "portable")
 
 
 @pytest.mark.usefixtures("needs_native")
@@ -98,15 +109,16 @@ def test_native_and_torch_decode_paths_agree_and_split_over_threads() -> None:
     assert torch.allclose(native, want, atol=2e-5)
 
 
-@pytest.mark.parametrize("native", [True, False])
-def test_bfloat16_cache_matches_dense_attention_over_the_rounded_keys_and_values(native: bool) -> None:
+@pytest.mark.parametrize("native,head_dim,block_size", [(True, 64, 16), (True, 128, 16), (True, 64, 8), (False, 64, 16)])
+def test_bfloat16_cache_matches_dense_attention_over_the_rounded_keys_and_values(native: bool, head_dim: int,
+                                                                                  block_size: int) -> None:
     """A bfloat16 KV cache (the engine's mixed-precision mode): float32 queries, K/V stored rounded to bfloat16 and
     widened exactly when read; decodes (native kernel or torch) and prefill chunks over cached context alike."""
     if native:
         assert cpu_kernels.available(), "the native decode kernel did not build"
     rng = random.Random(4)
     lengths = [(rng.randint(1, 70), 1) for _ in range(9)] + [(0, 13), (21, 6)]
-    case = Case(lengths, num_blocks=128)
+    case = Case(lengths, head_dim=head_dim, block_size=block_size, num_blocks=128)
     case.k_cache, case.v_cache = case.k_cache.bfloat16(), case.v_cache.bfloat16()
     case.seqs = [(t, c, n, k.bfloat16().float(), v.bfloat16().float(), q) for t, c, n, k, v, q in case.seqs]
     got, want = case.run(native=native, decode_count=9)
