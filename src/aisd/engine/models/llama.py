@@ -155,12 +155,12 @@ class LlamaModel:
         T = input_ids.shape[0]
         x = F.embedding(input_ids, self.embed).to(self.act_dtype)  # [T, hidden]
         cos, sin = self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)  # [T, 1, D]
-        q_end, k_end = H * D, (H + KVH) * D
+        k_end = (H + KVH) * D
         for layer, (k_cache, v_cache) in zip(self.layers, kv_caches, strict=True):
             h = rms_norm(x, layer.input_norm, c.rms_norm_eps)
             qkv = self._linear(h, layer.qkv, layer.qkv_bias)  # [T, (H + 2 KVH) D]
-            q = self._rope(qkv[:, :q_end].view(T, H, D), cos, sin)
-            k = self._rope(qkv[:, q_end:k_end].view(T, KVH, D), cos, sin)
+            qk = self._rope(qkv[:, :k_end].view(T, H + KVH, D), cos, sin)  # q and k heads rotated in one pass
+            q, k = qk[:, :H], qk[:, H:]  # [T, H, D], [T, KVH, D] (views)
             v = qkv[:, k_end:].view(T, KVH, D)
             attn = paged_attention(q, k, v, k_cache, v_cache, meta)  # [T, H, D]
             x = x + self._linear(attn.view(T, H * D), layer.o)
