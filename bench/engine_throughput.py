@@ -128,6 +128,34 @@ def bench_hf_cb(hf, prompts: list[list[int]], out_len: int) -> dict:
 AISD_SYSTEMS = {"float32": "aisd", "bfloat16": "aisd-bf16"}
 
 
+def cpu_model() -> str:
+    """"AMD EPYC family 25 model 17" from /proc/cpuinfo: VMs hide the marketing name, and the family tells e.g. Zen 4
+    (25) from Zen 5 (26), whose bfloat16 matmuls differ 1.7x."""
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.processor() or platform.machine()
+    return f"{info.get('model name', '?')} family {info.get('cpu family', '?')} model {info.get('model', '?')}"
+
+
+def matmul_gflops(dtype: torch.dtype, reps: int = 200) -> float:
+    """The machine's packed-weight matmul rate at a decode-step shape (64 x 576 x 3072, the MLP up-projection):
+    what bounds the engine here, so results from different machines can be compared."""
+    w = torch.randn(3072, 576).to(dtype)
+    x = torch.randn(64, 576).to(dtype)
+    packed = torch.ops.mkldnn._reorder_linear_weight(w, 64)
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(reps):
+            torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+        times.append(time.perf_counter() - t)
+    return 2 * 64 * 576 * 3072 * reps / min(times) / 1e9
+
+
 def tok_s(r: dict) -> float | None:
     if "seconds" not in r:
         return None
@@ -150,9 +178,10 @@ def main() -> None:
     ap.add_argument("--dtypes", default="float32,bfloat16",
                     help="aisd modes to run, comma list of float32 (system aisd) and bfloat16 (system aisd-bf16)")
     ap.add_argument("--static-batch", type=int, default=16)
-    ap.add_argument("--hf-seq-requests", type=int, default=8)
+    ap.add_argument("--hf-seq-requests", type=int, default=16)
     ap.add_argument("--skip", default="", help="comma list of systems to skip: hf-seq,hf-static,hf-cb")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=None, help="results JSON (default bench/results/engine_throughput.json)")
     args = ap.parse_args()
     if args.quick:
         args.num_requests, args.max_prompt, args.output_len, args.runs = 16, 128, 32, 2
@@ -173,6 +202,13 @@ def main() -> None:
           f"(mean {statistics.mean(map(len, prompts)):.0f}), {args.output_len} output tokens, greedy, EOS ignored; "
           f"{args.threads} threads on {cores} cores; load average {load_before[0]:.1f}", flush=True)
 
+    from aisd.engine import cpu_kernels
+
+    probe = {"cpu": cpu_model(), "decode_kernel": cpu_kernels.vector_path()}
+    if torch.backends.mkldnn.is_available():
+        probe.update(matmul_gflops_float32=round(matmul_gflops(torch.float32), 1),
+                     matmul_gflops_bfloat16=round(matmul_gflops(torch.bfloat16), 1))
+    print(f"machine: {probe}", flush=True)
     results: dict[str, dict] = {}
     for dtype in filter(None, args.dtypes.split(",")):
         if dtype not in AISD_SYSTEMS:
@@ -222,7 +258,7 @@ def main() -> None:
         print(f"{name:<11}{v:>10.1f}{ratio(row['vs_hf_seq'])}{ratio(row['vs_hf_cb'])}"
               f"{row['median_seconds']:>10.1f}{r['output_tokens']:>9}")
     out = {"benchmark": "engine_throughput", "quick": args.quick, "model": args.model,
-           "machine": {"cores": cores, "threads": args.threads, "cpu": platform.processor() or platform.machine(),
+           "machine": {"cores": cores, "threads": args.threads, **probe,
                        "torch": torch.__version__, "python": sys.version.split()[0],
                        "load_average_before": load_before, "load_average_after": os.getloadavg()},
            "workload": {"requests": len(prompts), "prompt_min": args.min_prompt, "prompt_max": args.max_prompt,
@@ -233,9 +269,9 @@ def main() -> None:
            "results": rows, "raw": {k: {x: y for x, y in r.items() if x != "tokens"} for k, r in results.items()},
            "targets": {"vs_hf_seq": 30.0, "vs_hf_cb": 1.5}}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "engine_throughput_quick.json" if args.quick else "engine_throughput.json"
-    (RESULTS / name).write_text(json.dumps(out, indent=2))
-    print(f"\nwrote {RESULTS / name}")
+    dest = args.out or RESULTS / ("engine_throughput_quick.json" if args.quick else "engine_throughput.json")
+    dest.write_text(json.dumps(out, indent=2))
+    print(f"\nwrote {dest}")
 
 
 if __name__ == "__main__":
