@@ -202,9 +202,9 @@ def main() -> None:
           f"(mean {statistics.mean(map(len, prompts)):.0f}), {args.output_len} output tokens, greedy, EOS ignored; "
           f"{args.threads} threads on {cores} cores; load average {load_before[0]:.1f}", flush=True)
 
-    from aisd.engine import cpu_kernels
+    from aisd.engine import cpu_kernels, fused_ops
 
-    probe = {"cpu": cpu_model(), "decode_kernel": cpu_kernels.vector_path()}
+    probe = {"cpu": cpu_model(), "decode_kernel": cpu_kernels.vector_path(), "fused_ops": fused_ops.available()}
     if torch.backends.mkldnn.is_available():
         probe.update(matmul_gflops_float32=round(matmul_gflops(torch.float32), 1),
                      matmul_gflops_bfloat16=round(matmul_gflops(torch.bfloat16), 1))

@@ -12,6 +12,7 @@ pure-Python / pure-torch path (same results).
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import os
@@ -20,6 +21,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -82,3 +85,30 @@ def compile_library(name: str, source: str, flags: list[str], *, libs: tuple[str
         return None
     log.info("built native %s: %s", name, target)
     return target
+
+
+class NativeLibrary:
+    """A ctypes library built on first use by ``build`` (which returns None when it cannot be built), tried once per
+    process and thread-safe; ``get()`` is None when native code is off (``AISD_NATIVE_KERNELS=0``) or the build
+    failed. After the first call the hot path reads one attribute, without the lock."""
+
+    def __init__(self, what: str, build: Callable[[], ctypes.CDLL | None]) -> None:
+        self.what = what
+        self._build = build
+        self._lib: ctypes.CDLL | None = None
+        self._tried = False
+        self._lock = threading.Lock()
+
+    def get(self) -> ctypes.CDLL | None:
+        if not native_enabled():
+            return None
+        if not self._tried:
+            with self._lock:
+                if not self._tried:
+                    try:
+                        self._lib = self._build()
+                    except (OSError, AttributeError) as e:  # a missing symbol, an unloadable file
+                        log.warning("%s unavailable (%s); using the pure-torch path", self.what, e)
+                        self._lib = None
+                    self._tried = True
+        return self._lib

@@ -117,16 +117,17 @@ def _gather_context(cache: torch.Tensor, block_table: torch.Tensor, context_len:
 
 
 def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                    meta: AttentionMetadata) -> torch.Tensor:
-    """q [T, H, D], k/v [T, KVH, D], caches [num_blocks, KVH, block_size, D] -> attention output [T, H, D]."""
+                    meta: AttentionMetadata, store: bool = True) -> torch.Tensor:
+    """q [T, H, D], k/v [T, KVH, D], caches [num_blocks, KVH, block_size, D] -> attention output [T, H, D].
+    ``store=False``: k and v are already in the cache (``fused_ops.rope_qkv_store`` wrote them)."""
     D = q.shape[2]
     bs = k_cache.shape[2]
     if meta.slot_blocks is None:  # metadata built by hand (tests): derive the (block, offset) pairs once
         meta.slot_blocks = torch.div(meta.slot_mapping, bs, rounding_mode="floor")
         meta.slot_offsets = meta.slot_mapping - meta.slot_blocks * bs
-    # advanced indices around a slice: k_cache[blk, :, off] is [T, KVH, D], the layout of k
-    k_cache[meta.slot_blocks, :, meta.slot_offsets] = k.to(k_cache.dtype)  # a 16-bit cache stores rounded K/V
-    v_cache[meta.slot_blocks, :, meta.slot_offsets] = v.to(v_cache.dtype)
+    if store:  # advanced indices around a slice: k_cache[blk, :, off] is [T, KVH, D], the layout of k
+        k_cache[meta.slot_blocks, :, meta.slot_offsets] = k.to(k_cache.dtype)  # a 16-bit cache stores rounded K/V
+        v_cache[meta.slot_blocks, :, meta.slot_offsets] = v.to(v_cache.dtype)
     out = torch.empty_like(q)
     B = meta.num_decodes
     if B:

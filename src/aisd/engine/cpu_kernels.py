@@ -30,17 +30,16 @@ from pathlib import Path
 
 import torch
 
-from aisd.core.native import compile_library, native_enabled
+from aisd.core.native import NativeLibrary, compile_library
 
 log = logging.getLogger(__name__)
 
-_SOURCE = (Path(__file__).parent / "paged_attention.c").read_text()  # C11; see the comments there
+# C11; kernel_math.h (bfloat16 conversions, exp) is prepended, so the library's cache key covers both files
+_SOURCE = "\n".join((Path(__file__).parent / f).read_text() for f in ("kernel_math.h", "paged_attention.c"))
 
 KV_DTYPES = (torch.float32, torch.bfloat16)  # cache dtypes the kernel reads (q and out are always float32)
 _FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fPIC", "-shared", "-std=c11"]
-_lib: ctypes.CDLL | None = None
-_tried = False
-_lock = threading.Lock()
+_lock = threading.Lock()  # guards the Python-threads pool
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _USE_OPENMP = True  # tests switch it off to check the Python-threads path on the same machine
@@ -58,11 +57,17 @@ def torch_uses_gnu_openmp() -> bool:
         return False
 
 
-def _build() -> ctypes.CDLL | None:
+def compile_on_torch_openmp(name: str, source: str, flags: list[str]) -> Path | None:
+    """Build ``source`` with ``-fopenmp`` when torch runs GNU OpenMP (its parallel loops then run on torch's own
+    team), else without (``#pragma omp`` ignored: serial, or split by the caller)."""
     path = None
     if torch_uses_gnu_openmp():
-        path = compile_library("paged_attention_omp", _SOURCE, [*_FLAGS, "-fopenmp"], libs=("-lm",))
-    path = path or compile_library("paged_attention", _SOURCE, _FLAGS, libs=("-lm",))
+        path = compile_library(f"{name}_omp", source, [*flags, "-fopenmp"], libs=("-lm",))
+    return path or compile_library(name, source, flags, libs=("-lm",))
+
+
+def _build() -> ctypes.CDLL | None:
+    path = compile_on_torch_openmp("paged_attention", _SOURCE, _FLAGS)
     if path is None:
         return None
     lib = ctypes.CDLL(str(path))
@@ -77,9 +82,12 @@ def _build() -> ctypes.CDLL | None:
     return lib
 
 
+_LIB = NativeLibrary("native attention kernel", _build)
+
+
 def _openmp() -> bool:
     """The loaded kernel has the OpenMP entry points (and tests have not switched them off)."""
-    return _USE_OPENMP and hasattr(_lib, "paged_decode_attention_omp")
+    return _USE_OPENMP and hasattr(_LIB.get(), "paged_decode_attention_omp")
 
 
 def parallel_backend() -> str:
@@ -95,23 +103,12 @@ def vector_path() -> str:
     multiples of 16; other shapes use the portable loops), "portable" (compiler-vectorised C) or "none"."""
     if not available():
         return "none"
-    return "avx512" if _lib.paged_attention_simd_bits() == 512 else "portable"  # type: ignore[union-attr]
+    return "avx512" if _LIB.get().paged_attention_simd_bits() == 512 else "portable"  # type: ignore[union-attr]
 
 
 def available() -> bool:
     """True when the native kernel is built (or could be built now) and not disabled by AISD_NATIVE_KERNELS=0."""
-    global _lib, _tried
-    if not native_enabled():
-        return False
-    with _lock:
-        if not _tried:
-            _tried = True
-            try:
-                _lib = _build()
-            except OSError as e:
-                log.warning("native attention kernel unavailable (%s); using the pure-torch path", e)
-                _lib = None
-        return _lib is not None
+    return _LIB.get() is not None
 
 
 def _executor(n: int) -> ThreadPoolExecutor:
@@ -148,12 +145,13 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     args = (q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), bt.data_ptr(), cl.data_ptr(), out.data_ptr())
     rest = (H, KVH, D, bs, bt.shape[1], scale)
     n = max(1, min(torch.get_num_threads(), B))
-    fn = _lib.paged_decode_attention_bf16 if bf16 else _lib.paged_decode_attention  # type: ignore[union-attr]
+    lib = _LIB.get()
+    fn = lib.paged_decode_attention_bf16 if bf16 else lib.paged_decode_attention  # type: ignore[union-attr]
     if n > 1 and _openmp():
         # Python threads here would compete with torch's OpenMP workers, which keep spinning for a while after each
         # matmul: measured in the engine, the two-thread split then ran no faster than one thread (2.1 ms per layer
         # at 60 sequences x 211 tokens), on torch's team 1.0 ms
-        omp = _lib.paged_decode_attention_omp_bf16 if bf16 else _lib.paged_decode_attention_omp  # type: ignore[union-attr]
+        omp = lib.paged_decode_attention_omp_bf16 if bf16 else lib.paged_decode_attention_omp  # type: ignore[union-attr]
         codes = [omp(*args, B, *rest)]
     elif n == 1:
         codes = [fn(*args, 0, B, *rest)]

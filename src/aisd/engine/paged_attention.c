@@ -1,27 +1,10 @@
+/* Paged decode attention (aisd.engine.cpu_kernels); kernel_math.h is prepended by the loader. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #define MAXG 16  /* query heads per kv head */
 #define MAXD 256 /* head_dim */
-
-/* exp(x) for x <= 0 (scores minus their max): 2^n p(r) with x = n ln2 + r, |r| <= ln2 / 2, p the degree-6 Taylor
-   polynomial (relative error < 2e-7, glibc's expf < 1 ulp). Branch-free, so the softmax loop vectorises; a scalar
-   expf call per score cost ~15% of the kernel. Below -87 the result would be subnormal: clamped (weight ~1e-38). */
-static inline float exp_neg(float x) {
-    x = x < -87.f ? -87.f : x;
-    const float n = __builtin_roundf(x * 1.44269504088896341f);
-    const float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;  /* ln2 split hi + lo: exact n ln2 */
-    float p = 1.f / 720.f;
-    p = p * r + 1.f / 120.f;
-    p = p * r + 1.f / 24.f;
-    p = p * r + 1.f / 6.f;
-    p = p * r + 0.5f;
-    p = p * r + 1.f;
-    p = p * r + 1.f;
-    union { int32_t i; float f; } two_n = { .i = ((int32_t)n + 127) << 23 };
-    return p * two_n.f;
-}
 
 /* A cache row as floats: float32 rows are used in place; bfloat16 ones - the top half of a float32, so widening is
    an exact 16-bit shift - are widened into ``buf`` once, then read by each of the G query heads (1.15x faster than
@@ -30,8 +13,7 @@ static inline const float *widen_f32(const float *row, float *buf, int64_t D) { 
 static inline const float *widen_bf16(const uint16_t *restrict row, float *restrict buf, int64_t D) {
     #pragma omp simd
     for (int64_t d = 0; d < D; ++d) {
-        union { uint32_t u; float f; } x = { .u = (uint32_t)row[d] << 16 };  /* type punning through a union */
-        buf[d] = x.f;
+        buf[d] = bf16_f32(row[d]);
     }
     return buf;
 }
@@ -76,7 +58,7 @@ static inline void NAME(const float *restrict q, const T *restrict k_cache, cons
         for (int64_t i = 0; i < L; ++i) m = sg[i] > m ? sg[i] : m;                                                  \
         float sum = 0.f;                                                                                            \
         _Pragma("omp simd reduction(+:sum)")                                                                        \
-        for (int64_t i = 0; i < L; ++i) { sg[i] = exp_neg(sg[i] - m); sum += sg[i]; }                               \
+        for (int64_t i = 0; i < L; ++i) { sg[i] = exp_poly(sg[i] - m); sum += sg[i]; }                               \
         const float inv = 1.f / sum;                                                                                \
         _Pragma("omp simd")                                                                                         \
         for (int64_t i = 0; i < L; ++i) sg[i] *= inv;                                                               \
@@ -131,7 +113,7 @@ AI __m512 hsum16(const __m512 *v) {
     return _mm512_add_ps(_mm512_shuffle_ps(y[0], y[1], 0x88), _mm512_shuffle_ps(y[0], y[1], 0xDD));
 }
 
-/* exp_neg on 16 lanes: same polynomial; round-to-nearest-even n (exp_neg rounds halves away from zero: r stays
+/* exp_poly on 16 lanes: same polynomial; round-to-nearest-even n (as exp_poly: r stays
    within ln2 / 2 either way) and scalef for the 2^n. */
 AI __m512 exp512_neg(__m512 x) {
     x = _mm512_max_ps(x, _mm512_set1_ps(-87.f));

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from aisd.core.errors import UnsupportedError
+from aisd.engine import fused_ops
 from aisd.engine.attention import AttentionMetadata, paged_attention
 from aisd.engine.loader import ModelConfig
 
@@ -99,6 +100,7 @@ class LlamaModel:
         emb = torch.cat([freqs, freqs], dim=-1)  # [n, D]
         self.cos, self.sin = emb.cos(), emb.sin()  # float32, like the activations
         self.packed = False
+        self.fused: bool | None = None  # fused native steps in forward (decided on the first call; see _use_fused)
 
     def pack_weights(self) -> bool:
         """Pre-pack every linear weight into oneDNN's blocked layout (what inductor's CPU "freezing" and IPEX do):
@@ -141,6 +143,19 @@ class LlamaModel:
         out = out.to(self.act_dtype)  # a no-op in float32
         return out if bias is None else out + bias
 
+    def _matmul(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """x [T, in] @ packed w[out, in]^T -> [T, out] in the weight dtype (x cast down first; no cast back up)."""
+        return torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), w, None, "none", [], "")
+
+    def _use_fused(self, kv_caches: list[tuple[torch.Tensor, torch.Tensor]]) -> bool:
+        """The fused path needs packed weights (CPU), float32 or bfloat16 weights and cache, and the native library
+        (``AISD_NATIVE_KERNELS=0`` turns it off: the torch ops below are the reference path)."""
+        if self.fused is None:
+            ok = self.packed and self.dtype in (torch.float32, torch.bfloat16) and fused_ops.available()
+            self.fused = bool(ok)
+        cache = kv_caches[0][0]
+        return self.fused and cache.dtype in (torch.float32, torch.bfloat16) and cache.device.type == "cpu"
+
     def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """x [T, heads, D] rotated by rotate-half RoPE; cos/sin [T, 1, D]."""
         half = x.shape[-1] // 2
@@ -150,6 +165,8 @@ class LlamaModel:
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
                 kv_caches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """input_ids, positions [T] -> final hidden states [T, hidden] (before the final norm)."""
+        if self._use_fused(kv_caches):
+            return self._forward_fused(input_ids, positions, meta, kv_caches)
         c = self.config
         H, KVH, D = c.num_heads, c.num_kv_heads, c.head_dim
         T = input_ids.shape[0]
@@ -167,6 +184,41 @@ class LlamaModel:
             h = rms_norm(x, layer.post_norm, c.rms_norm_eps)
             gate, up = self._linear(h, layer.gate_up).chunk(2, dim=-1)
             x = x + self._linear(F.silu(gate) * up, layer.down)
+        return x
+
+    def _forward_fused(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
+                       kv_caches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """``forward`` through fused_ops: bias + RoPE + cache store in one pass (bit-identical to the torch ops); in
+        bfloat16 also residual add + RMSNorm and SiLU x up, so each matmul gets its bfloat16 input directly and its
+        bfloat16 output is read once (never widened into a float32 copy)."""
+        c = self.config
+        H, KVH, D = c.num_heads, c.num_kv_heads, c.head_dim
+        T, eps = input_ids.shape[0], c.rms_norm_eps
+        low = self.dtype == torch.bfloat16
+        if meta.slot_blocks is None:  # metadata built by hand (tests)
+            bs = kv_caches[0][0].shape[2]
+            meta.slot_blocks = torch.div(meta.slot_mapping, bs, rounding_mode="floor")
+            meta.slot_offsets = meta.slot_mapping - meta.slot_blocks * bs
+        x = F.embedding(input_ids, self.embed).to(self.act_dtype)  # [T, hidden], a fresh tensor: updated in place
+        delta: torch.Tensor | None = None  # the previous layer's MLP output, not yet added to x (bfloat16 mode)
+        for layer, (k_cache, v_cache) in zip(self.layers, kv_caches, strict=True):
+            h = fused_ops.add_rms_norm(x, delta, layer.input_norm, eps) if low \
+                else rms_norm(x, layer.input_norm, eps)
+            qkv = fused_ops.rope_qkv_store(self._matmul(h, layer.qkv), layer.qkv_bias, self.cos, self.sin,
+                                           positions, H, KVH, k_cache, v_cache, meta.slot_blocks,
+                                           meta.slot_offsets)  # [T, H + 2 KVH, D] float32, k/v already cached
+            attn = paged_attention(qkv[:, :H], qkv[:, H:H + KVH], qkv[:, H + KVH:], k_cache, v_cache, meta,
+                                   store=False)  # [T, H, D]
+            o = self._matmul(attn.view(T, H * D), layer.o)
+            if low:
+                h = fused_ops.add_rms_norm(x, o, layer.post_norm, eps)  # x += o; h = norm(x) in bfloat16
+                delta = self._matmul(fused_ops.silu_mul_bf16(self._matmul(h, layer.gate_up)), layer.down)
+            else:
+                x = x + o
+                gate, up = self._matmul(rms_norm(x, layer.post_norm, eps), layer.gate_up).chunk(2, dim=-1)
+                x = x + self._matmul(F.silu(gate) * up, layer.down)
+        if delta is not None:
+            fused_ops.add_rms_norm(x, delta, None, eps)  # the last residual add
         return x
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
