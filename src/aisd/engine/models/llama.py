@@ -9,6 +9,10 @@ model runs mixed precision, as llama.cpp and oneDNN-backed servers do on CPU: th
 attention and softmax stay float32, and only the matmuls run in the low dtype (inputs cast down, outputs cast back
 up). On CPUs with AVX512-BF16 a bfloat16 matmul is ~3x faster than a float32 one (measured: 620 vs 195 GFLOPS at
 64 x 576 x 3072 on 2 cores); the tokens then follow float32 closely but not exactly (see docs/engine.md).
+
+With packed weights on CPU and the native library built, ``forward`` runs ``_forward_fused``: the elementwise steps
+between the matmuls in fused native passes (``aisd.engine.fused_ops``); ``AISD_NATIVE_KERNELS=0`` keeps the torch ops
+below, the reference path.
 """
 
 from __future__ import annotations
