@@ -93,6 +93,10 @@ class RagSettings(BaseModel):
     # none | similarity | sentence | coverage | evidence | llm, several joined by "+", each optionally name:threshold
     answerability: str = "evidence"
     answerability_sources: int = Field(default=3, ge=1)
+    # the "llm" check's judge when it should be another model than the generator (e.g. an aisd server running
+    # Qwen2.5-1.5B: AUC 0.80 vs 0.58 for SmolLM2, docs/rag.md); None = the generator's client
+    answerability_llm_url: str | None = None
+    answerability_llm_model: str | None = None
 
 
 class FeatureSettings(BaseModel):

@@ -63,7 +63,19 @@ class Services:
         from aisd.rag.pipeline import RAGPipeline
 
         return RAGPipeline.from_settings(self.settings.rag, home=self.settings.path("rag"), embedder=self.embedder,
-                                         vector_store=self.vector_store, llm=self.llm_client)
+                                         vector_store=self.vector_store, llm=self.llm_client,
+                                         answerability_llm=self.answerability_llm_client)
+
+    @cached_property
+    def answerability_llm_client(self) -> Any:
+        """The judge of RAG's "llm" answerability check when ``rag.answerability_llm_url`` names one (an
+        OpenAI-compatible server, typically a larger model than the generator); None = the generator's client."""
+        rag = self.settings.rag
+        if not rag.answerability_llm_url:
+            return None
+        from aisd.llm.client import OpenAIClient
+
+        return OpenAIClient(rag.answerability_llm_url, rag.answerability_llm_model or self.settings.engine.model)
 
     # ---- features -------------------------------------------------------------------------------------------------
     @cached_property

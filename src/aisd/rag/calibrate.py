@@ -162,4 +162,5 @@ def checker_for(pipeline: Any, strategy: str) -> AnswerabilityChecker:
         config = AnswerabilityConfig(strategy=names, sources=sources)
     except ValueError as e:
         raise InvalidRequestError(str(e), param="answerability") from e
-    return AnswerabilityChecker(config, llm=pipeline.llm, embedder=pipeline.embedder)
+    judge = getattr(pipeline, "answerability_llm", None) or pipeline.llm
+    return AnswerabilityChecker(config, llm=judge, embedder=pipeline.embedder)

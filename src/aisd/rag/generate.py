@@ -134,8 +134,9 @@ class CitedGenerator:
     """Answers a question from retrieved chunks with checked [n] citations. Works with any LLMClient."""
 
     def __init__(self, llm: LLMClient, config: GenerationConfig | None = None, *, embedder: Embedder | None = None,
-                 count_tokens: Callable[[str], int] | None = None) -> None:
+                 count_tokens: Callable[[str], int] | None = None, answerability_llm: LLMClient | None = None) -> None:
         self.llm = llm
+        self.answerability_llm = answerability_llm  # judge of the "llm" answerability check; None: llm
         self.config = config or GenerationConfig()
         self.embedder = embedder
         self.count_tokens = count_tokens or (embedder.count_tokens if embedder is not None else _heuristic_count)
@@ -174,7 +175,8 @@ class CitedGenerator:
         if not acfg.strategies:
             return None
         t0 = time.perf_counter()
-        checker = AnswerabilityChecker(acfg, llm=self.llm, embedder=self.embedder, similarity=self.relevance)
+        checker = AnswerabilityChecker(acfg, llm=self.answerability_llm or self.llm, embedder=self.embedder,
+                                       similarity=self.relevance)
         try:
             verdict = checker.check(question, retrieved)
         except ValueError as e:  # e.g. "similarity" without an embedder: a configuration error, said clearly

@@ -116,11 +116,14 @@ def build_reranker_by_name(name: str | None, *, llm: LLMClient | None, embedder:
 
 class RAGPipeline:
     def __init__(self, config: RagConfig, *, retriever: Retriever, embedder: Embedder | None, llm: LLMClient | None,
-                 home: Path | None = None) -> None:
+                 home: Path | None = None, answerability_llm: LLMClient | None = None) -> None:
         self.config = config
         self.retriever = retriever
         self.embedder = embedder
         self.llm = llm
+        # the judge of the "llm" answerability check when it is another model than the generator (a larger one
+        # judges much better, docs/rag.md); None: the generator's client
+        self.answerability_llm = answerability_llm
         self.home = Path(home) if home is not None else None
         if embedder is None:
             raise InvalidRequestError("RAGPipeline needs an embedder (its tokenizer sizes chunks)", param="embedder")
@@ -137,7 +140,7 @@ class RAGPipeline:
 
     @classmethod
     def from_settings(cls, rag_settings: Any, *, home: Path | None, embedder: Embedder | None, vector_store: Any,
-                      llm: LLMClient | None) -> RAGPipeline:
+                      llm: LLMClient | None, answerability_llm: LLMClient | None = None) -> RAGPipeline:
         """What app/wiring.py calls: ``rag_settings`` is the [rag] settings section (pydantic) or a mapping."""
         values = rag_settings.model_dump() if hasattr(rag_settings, "model_dump") else dict(rag_settings)
         try:
@@ -148,16 +151,19 @@ class RAGPipeline:
         retriever = build_retriever(config.retriever, embedder=embedder, home=home, vector_store=vector_store,
                                     collection=config.collection, alpha=config.alpha, reranker=reranker,
                                     rerank_candidates=config.rerank_candidates)
-        return cls(config, retriever=retriever, embedder=embedder, llm=llm, home=home)
+        return cls(config, retriever=retriever, embedder=embedder, llm=llm, home=home,
+                   answerability_llm=answerability_llm)
 
     @classmethod
-    def in_memory(cls, *, embedder: Embedder, llm: LLMClient | None = None, **config: Any) -> RAGPipeline:
+    def in_memory(cls, *, embedder: Embedder, llm: LLMClient | None = None, answerability_llm: LLMClient | None = None,
+                  **config: Any) -> RAGPipeline:
         """A pipeline with every index in memory (tests, notebooks, evaluation runs)."""
         cfg = RagConfig(**config)
         reranker = build_reranker_by_name(cfg.reranker, llm=llm, embedder=embedder)
         retriever = build_retriever(cfg.retriever, embedder=embedder, home=None, collection=cfg.collection,
                                     alpha=cfg.alpha, reranker=reranker, rerank_candidates=cfg.rerank_candidates)
-        return cls(cfg, retriever=retriever, embedder=embedder, llm=llm, home=None)
+        return cls(cfg, retriever=retriever, embedder=embedder, llm=llm, home=None,
+                   answerability_llm=answerability_llm)
 
     # ---- ingestion --------------------------------------------------------------------------------------------
     def ingest(self, path_or_documents: str | Path | Sequence[Document], *, glob: str | None = None,
@@ -235,7 +241,8 @@ class RAGPipeline:
         return self.llm
 
     def _generator(self, cfg: RagConfig) -> CitedGenerator:
-        return CitedGenerator(self._need_llm(), cfg.generation(), embedder=self.embedder)
+        return CitedGenerator(self._need_llm(), cfg.generation(), embedder=self.embedder,
+                              answerability_llm=self.answerability_llm)
 
     def _agent(self, cfg: RagConfig, filter: dict | None) -> AgenticRAG:
         agent_cfg = AgentConfig(max_iterations=cfg.agent_max_iterations, k=cfg.top_k, route=cfg.agent_route,

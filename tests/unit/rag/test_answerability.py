@@ -227,3 +227,35 @@ def test_sentence_and_evidence_strategies_use_the_best_sentence() -> None:
     assert ev.detail["best_sentence"] == "Lions live in Africa."
     with pytest.raises(ValueError, match="needs an embedder"):
         AnswerabilityChecker(AnswerabilityConfig(strategy="evidence")).check("q", chunks)
+
+
+def test_a_separate_judge_answers_the_llm_check_and_the_generator_the_question(tmp_path) -> None:  # noqa: ANN001
+    """rag.answerability_llm_url: the yes/no check goes to its own client (a larger model judges much better), the
+    answer to the generator; calibration scores with the same judge; unset, the generator judges too."""
+    from aisd.app.settings import Settings
+    from aisd.app.wiring import Services
+    from aisd.llm.client import OpenAIClient
+    from aisd.rag.calibrate import checker_for
+    from aisd.rag.documents import Document
+
+    generator, judge = FakeLLMClient(lambda r: "Rollo led them [1]."), _logprob_llm(-0.1, -3.0)
+    pipe = RAGPipeline.in_memory(embedder=EMB, llm=generator, answerability_llm=judge, retriever="bm25",
+                                 min_similarity=None, answerability="llm")
+    pipe.ingest([Document(id="normans", text=PARAGRAPH, source="test", title="Normans")])
+    ans = pipe.ask("Who was the leader of the Norse raiders?")
+    assert not ans.not_in_sources and ans.text.startswith("Rollo")
+    assert [r.max_tokens for r in judge.requests] == [1]  # the judge got the yes/no question only
+    assert len(generator.requests) == 1 and generator.requests[0].max_tokens != 1
+    assert checker_for(pipe, "llm").llm is judge
+    refusing = RAGPipeline.in_memory(embedder=EMB, llm=generator, answerability_llm=_logprob_llm(-3.0, -0.1),
+                                     retriever="bm25", min_similarity=None, answerability="llm")
+    refusing.ingest([Document(id="normans", text=PARAGRAPH, source="test", title="Normans")])
+    assert refusing.ask("Who was the leader of the Norse raiders?").not_in_sources
+    assert len(generator.requests) == 1  # refused by the judge: the generator was not asked
+
+    services = Services(Settings(home=tmp_path, rag={"answerability_llm_url": "http://127.0.0.1:8001",
+                                                     "answerability_llm_model": "qwen-1.5b"}))
+    client = services.answerability_llm_client
+    assert isinstance(client, OpenAIClient) and client.base_url == "http://127.0.0.1:8001/v1"
+    assert client.model_name == "qwen-1.5b"
+    assert Services(Settings(home=tmp_path)).answerability_llm_client is None
