@@ -92,6 +92,13 @@ def build_metadata(decodes: list[tuple[list[int], int]], prefills: list[tuple[li
     return meta
 
 
+def ensure_slot_indices(meta: AttentionMetadata, block_size: int) -> None:
+    """Derive (block, offset) of every slot once per step when the metadata was built by hand (tests)."""
+    if meta.slot_blocks is None:
+        meta.slot_blocks = torch.div(meta.slot_mapping, block_size, rounding_mode="floor")
+        meta.slot_offsets = meta.slot_mapping - meta.slot_blocks * block_size
+
+
 def _decode_torch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                   meta: AttentionMetadata) -> torch.Tensor:
     """Fallback: gather whole blocks as rows of a 2-D view (index_select copies each block with one memcpy; 3-5x
@@ -122,9 +129,7 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: 
     ``store=False``: k and v are already in the cache (``fused_ops.rope_qkv_store`` wrote them)."""
     D = q.shape[2]
     bs = k_cache.shape[2]
-    if meta.slot_blocks is None:  # metadata built by hand (tests): derive the (block, offset) pairs once
-        meta.slot_blocks = torch.div(meta.slot_mapping, bs, rounding_mode="floor")
-        meta.slot_offsets = meta.slot_mapping - meta.slot_blocks * bs
+    ensure_slot_indices(meta, bs)
     if store:  # advanced indices around a slice: k_cache[blk, :, off] is [T, KVH, D], the layout of k
         k_cache[meta.slot_blocks, :, meta.slot_offsets] = k.to(k_cache.dtype)  # a 16-bit cache stores rounded K/V
         v_cache[meta.slot_blocks, :, meta.slot_offsets] = v.to(v_cache.dtype)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from aisd.core.errors import UnsupportedError
 from aisd.engine import fused_ops
-from aisd.engine.attention import AttentionMetadata, paged_attention
+from aisd.engine.attention import AttentionMetadata, ensure_slot_indices, paged_attention
 from aisd.engine.loader import ModelConfig
 
 
@@ -142,8 +142,7 @@ class LlamaModel:
         packed; with 16-bit weights the matmul runs in their dtype (x cast down, the result cast back up)."""
         if not self.packed and self.dtype == x.dtype:
             return F.linear(x, w, bias)
-        out = torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), w, None, "none", [], "") if self.packed \
-            else F.linear(x.to(self.dtype), w)
+        out = self._matmul(x, w) if self.packed else F.linear(x.to(self.dtype), w)
         out = out.to(self.act_dtype)  # a no-op in float32
         return out if bias is None else out + bias
 
@@ -199,10 +198,7 @@ class LlamaModel:
         H, KVH, D = c.num_heads, c.num_kv_heads, c.head_dim
         T, eps = input_ids.shape[0], c.rms_norm_eps
         low = self.dtype == torch.bfloat16
-        if meta.slot_blocks is None:  # metadata built by hand (tests)
-            bs = kv_caches[0][0].shape[2]
-            meta.slot_blocks = torch.div(meta.slot_mapping, bs, rounding_mode="floor")
-            meta.slot_offsets = meta.slot_mapping - meta.slot_blocks * bs
+        ensure_slot_indices(meta, kv_caches[0][0].shape[2])
         x = F.embedding(input_ids, self.embed).to(self.act_dtype)  # [T, hidden], a fresh tensor: updated in place
         delta: torch.Tensor | None = None  # the previous layer's MLP output, not yet added to x (bfloat16 mode)
         for layer, (k_cache, v_cache) in zip(self.layers, kv_caches, strict=True):
