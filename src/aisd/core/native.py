@@ -12,7 +12,6 @@ pure-Python / pure-torch path (same results).
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import logging
 import os
@@ -24,6 +23,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +88,19 @@ def compile_library(name: str, source: str, flags: list[str], *, libs: tuple[str
 
 
 class NativeLibrary:
-    """A ctypes library built on first use by ``build`` (which returns None when it cannot be built), tried once per
-    process and thread-safe; ``get()`` is None when native code is off (``AISD_NATIVE_KERNELS=0``) or the build
-    failed. After the first call the hot path reads one attribute, without the lock."""
+    """A native library (or its entry point) loaded on first use by ``build``, which compiles it and returns the
+    ctypes object, or None when it cannot be built. Tried once per process, thread-safe; ``get()`` is None when native
+    code is off (``AISD_NATIVE_KERNELS=0``) or the build failed, and callers then take their pure-Python / torch
+    path. After the first call the hot path reads one attribute, without the lock."""
 
-    def __init__(self, what: str, build: Callable[[], ctypes.CDLL | None]) -> None:
+    def __init__(self, what: str, build: Callable[[], Any]) -> None:
         self.what = what
         self._build = build
-        self._lib: ctypes.CDLL | None = None
+        self._lib: Any = None
         self._tried = False
         self._lock = threading.Lock()
 
-    def get(self) -> ctypes.CDLL | None:
+    def get(self) -> Any:
         if not native_enabled():
             return None
         if not self._tried:
@@ -108,7 +109,7 @@ class NativeLibrary:
                     try:
                         self._lib = self._build()
                     except (OSError, AttributeError) as e:  # a missing symbol, an unloadable file
-                        log.warning("%s unavailable (%s); using the pure-torch path", self.what, e)
+                        log.warning("%s unavailable (%s); using the pure-Python / torch path", self.what, e)
                         self._lib = None
                     self._tried = True
         return self._lib

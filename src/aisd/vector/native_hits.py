@@ -17,13 +17,12 @@ from __future__ import annotations
 import ctypes
 import logging
 import sysconfig
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from aisd.core.native import compile_library
+from aisd.core.native import NativeLibrary, compile_library
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +101,6 @@ fail:
 """
 
 _FLAGS = ["-O2", "-fPIC", "-shared", "-std=c11"]
-_lock = threading.Lock()
-_fn: Any = None
-_tried = False
 
 
 def _load() -> Any:
@@ -122,19 +118,12 @@ def _load() -> Any:
     return fn
 
 
+_BUILDER = NativeLibrary("native hit builder", _load)
+
+
 def native_builder() -> Any:
-    """The C hit builder, compiled on first call; None when it cannot be built."""
-    global _fn, _tried
-    if not _tried:
-        with _lock:
-            if not _tried:
-                try:
-                    _fn = _load()
-                except OSError as e:
-                    log.warning("native hit builder unavailable (%s); using the pure-Python builder", e)
-                    _fn = None
-                _tried = True
-    return _fn
+    """The C hit builder, compiled on first call; None when it cannot be built (or AISD_NATIVE_KERNELS=0)."""
+    return _BUILDER.get()
 
 
 def build_hits(fn: Any, hit_type: type, slots: np.ndarray, scores: np.ndarray, int_ids: np.ndarray | None,
