@@ -78,7 +78,8 @@ def _build() -> ctypes.CDLL | None:
         if hasattr(lib, name):
             fn = getattr(lib, name)
             fn.restype = ctypes.c_int
-            fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * n_ints + [ctypes.c_float]
+            fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * n_ints + [ctypes.c_float] \
+                + [ctypes.c_int64] * name.count("_omp")  # the OpenMP entries end with the team size
     return lib
 
 
@@ -152,7 +153,7 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         # matmul: measured in the engine, the two-thread split then ran no faster than one thread (2.1 ms per layer
         # at 60 sequences x 211 tokens), on torch's team 1.0 ms
         omp = lib.paged_decode_attention_omp_bf16 if bf16 else lib.paged_decode_attention_omp  # type: ignore[union-attr]
-        codes = [omp(*args, B, *rest)]
+        codes = [omp(*args, B, *rest, n)]
     elif n == 1:
         codes = [fn(*args, 0, B, *rest)]
     else:

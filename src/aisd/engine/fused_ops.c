@@ -4,9 +4,10 @@
 
    kernel_math.h (bfloat16 conversions, exp) is prepended by the loader. */
 
-/* Rows are split over the calling thread's OpenMP team (torch's, see cpu_kernels.torch_uses_gnu_openmp) only when
-   the work pays for waking it (a few microseconds): from 64K elements for the memory-bound passes, 16K for SiLU
-   (an exp and a division per element, ~0.5 ns each on one core). */
+/* Rows are split over ``nthreads`` threads (the caller passes torch.get_num_threads()) of the calling thread's
+   OpenMP team - torch's, see cpu_kernels.torch_uses_gnu_openmp - only when the work pays for waking it (a few
+   microseconds): from 64K elements for the memory-bound passes, 16K for SiLU (an exp and a division per element,
+   ~0.5 ns each on one core). */
 #define PARALLEL_MIN 65536
 #define PARALLEL_MIN_SILU 16384
 
@@ -19,13 +20,14 @@
 int rope_qkv_store(const void *qkv, int in_bf16, const float *bias, const float *cos_t, const float *sin_t,
                    const int64_t *pos, float *out, void *k_cache, void *v_cache, int cache_bf16,
                    const int64_t *slot_blocks, const int64_t *slot_offsets, int64_t T, int64_t H, int64_t KVH,
-                   int64_t D, int64_t bs, int64_t npos, int64_t num_blocks) {
+                   int64_t D, int64_t bs, int64_t npos, int64_t num_blocks, int nthreads) {
+    (void)nthreads;  /* used by the pragma when built with -fopenmp */
     const int64_t W = (H + 2 * KVH) * D, half = D / 2;
     for (int64_t t = 0; t < T; ++t)
         if (pos[t] < 0 || pos[t] >= npos || slot_blocks[t] < 0 || slot_blocks[t] >= num_blocks ||
             slot_offsets[t] < 0 || slot_offsets[t] >= bs)
             return 1;
-    #pragma omp parallel for if (T * W >= PARALLEL_MIN)
+    #pragma omp parallel for if (T * W >= PARALLEL_MIN) num_threads(nthreads)
     for (int64_t t = 0; t < T; ++t) {
         float *o = out + t * W;
         if (in_bf16) {
@@ -76,8 +78,9 @@ int rope_qkv_store(const void *qkv, int in_bf16, const float *bias, const float 
    stream, updated in place); delta [T, N] (bfloat16 when delta_bf16, else float32) or NULL; when out is not NULL:
    out[t] = bfloat16(w * (x[t] * rsqrt(mean(x[t]^2) + eps))), the order of transformers' LlamaRMSNorm in float32. */
 void add_rms_norm(float *x, const void *delta, int delta_bf16, const float *w, float eps, uint16_t *out, int64_t T,
-                  int64_t N) {
-    #pragma omp parallel for if (T * N >= PARALLEL_MIN)
+                  int64_t N, int nthreads) {
+    (void)nthreads;
+    #pragma omp parallel for if (T * N >= PARALLEL_MIN) num_threads(nthreads)
     for (int64_t t = 0; t < T; ++t) {
         float *xr = x + t * N;
         if (delta && delta_bf16) {
@@ -102,8 +105,9 @@ void add_rms_norm(float *x, const void *delta, int delta_bf16, const float *w, f
 
 /* SwiGLU's gate (Shazeer 2020): gate_up [T, 2I] bfloat16 (the fused gate / up projection) -> out [T, I] bfloat16,
    out = silu(gate) * up = gate / (1 + exp(-gate)) * up, in float32. */
-void silu_mul_bf16(const uint16_t *gate_up, uint16_t *out, int64_t T, int64_t I) {
-    #pragma omp parallel for if (T * I >= PARALLEL_MIN_SILU)
+void silu_mul_bf16(const uint16_t *gate_up, uint16_t *out, int64_t T, int64_t I, int nthreads) {
+    (void)nthreads;
+    #pragma omp parallel for if (T * I >= PARALLEL_MIN_SILU) num_threads(nthreads)
     for (int64_t t = 0; t < T; ++t) {
         const uint16_t *g = gate_up + t * 2 * I, *u = g + I;
         uint16_t *o = out + t * I;

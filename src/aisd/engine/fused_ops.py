@@ -38,9 +38,9 @@ MAX_HEAD_DIM = 256
 
 _P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
 _SIGNATURES = {
-    "rope_qkv_store": [_P, ctypes.c_int, _P, _P, _P, _P, _P, _P, _P, ctypes.c_int, _P, _P, *[_I] * 7],
-    "add_rms_norm": [_P, _P, ctypes.c_int, _P, _F, _P, _I, _I],
-    "silu_mul_bf16": [_P, _P, _I, _I],
+    "rope_qkv_store": [_P, ctypes.c_int, _P, _P, _P, _P, _P, _P, _P, ctypes.c_int, _P, _P, *[_I] * 7, ctypes.c_int],
+    "add_rms_norm": [_P, _P, ctypes.c_int, _P, _F, _P, _I, _I, ctypes.c_int],
+    "silu_mul_bf16": [_P, _P, _I, _I, ctypes.c_int],
 }
 
 
@@ -101,7 +101,7 @@ def rope_qkv_store(qkv: torch.Tensor, bias: torch.Tensor | None, cos: torch.Tens
         qkv.data_ptr(), int(qkv.dtype == torch.bfloat16), None if bias is None else bias.data_ptr(), cos.data_ptr(),
         sin.data_ptr(), positions.data_ptr(), out.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(),
         int(k_cache.dtype == torch.bfloat16), slot_blocks.data_ptr(), slot_offsets.data_ptr(), T, num_heads, KVH, D,
-        bs, cos.shape[0], nb)
+        bs, cos.shape[0], nb, torch.get_num_threads())
     if code:
         raise IndexError(f"rope_qkv_store: a position is outside the {cos.shape[0]}-row RoPE tables or a slot outside "
                          f"the cache ({nb} blocks x {bs}); nothing was written")
@@ -125,7 +125,7 @@ def add_rms_norm(x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tens
     _LIB.get().add_rms_norm(x.data_ptr(), None if delta is None else delta.data_ptr(),  # type: ignore[union-attr]
                       int(delta is not None and delta.dtype == torch.bfloat16),
                       None if weight is None else weight.data_ptr(), eps,
-                      None if out is None else out.data_ptr(), T, N)
+                      None if out is None else out.data_ptr(), T, N, torch.get_num_threads())
     return out
 
 
@@ -138,5 +138,6 @@ def silu_mul_bf16(gate_up: torch.Tensor) -> torch.Tensor:
     if W % 2:
         raise ValueError(f"gate_up has an odd width {W}: expected gate and up columns side by side")
     out = torch.empty(T, W // 2, dtype=torch.bfloat16)
-    _LIB.get().silu_mul_bf16(gate_up.data_ptr(), out.data_ptr(), T, W // 2)  # type: ignore[union-attr]
+    _LIB.get().silu_mul_bf16(gate_up.data_ptr(), out.data_ptr(), T, W // 2,  # type: ignore[union-attr]
+                             torch.get_num_threads())
     return out

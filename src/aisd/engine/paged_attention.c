@@ -307,19 +307,20 @@ DEFINE_ENTRY(paged_decode_attention_bf16, item_bf16, uint16_t)
 
 #ifdef _OPENMP
 /* The whole batch on the OpenMP team of the calling thread: torch's own threads when this library resolves
-   libgomp.so.1 to the copy torch loaded (see _build). Work items are (sequence, kv head) pairs, handed out one at a
-   time (contexts differ in length). Same return codes; every thread takes part in the loop even if its scratch
-   allocation failed (a worksharing loop must be met by the whole team). */
+   libgomp.so.1 to the copy torch loaded (see _build), ``nthreads`` of them (torch.get_num_threads(), at most B).
+   Work items are (sequence, kv head) pairs, handed out one at a time (contexts differ in length). Same return
+   codes; every thread takes part in the loop even if its scratch allocation failed (a worksharing loop must be met
+   by the whole team). */
 #define DEFINE_PARALLEL(NAME, ITEM, T)                                                                             \
 int NAME(const float *q, const T *k_cache, const T *v_cache, const int64_t *block_tables,                           \
          const int64_t *context_lens, float *out, int64_t B, int64_t H, int64_t KVH,                                 \
-         int64_t D, int64_t bs, int64_t max_blocks, float scale) {                                                  \
+         int64_t D, int64_t bs, int64_t max_blocks, float scale, int64_t nthreads) {                                \
     const int64_t G = H / KVH;                                                                                      \
     if (G > MAXG || D > MAXD) return 2;                                                                             \
     int64_t max_ctx = 1;                                                                                            \
     for (int64_t b = 0; b < B; ++b) if (context_lens[b] > max_ctx) max_ctx = context_lens[b];                       \
     int failed = 0;                                                                                                 \
-    _Pragma("omp parallel")                                                                                         \
+    _Pragma("omp parallel num_threads(nthreads)")                                                                   \
     {                                                                                                               \
         float *scores = (float *)malloc(sizeof(float) * (size_t)(G * max_ctx));                                     \
         if (!scores) {                                                                                              \
