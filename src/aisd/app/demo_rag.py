@@ -77,6 +77,7 @@ def run(*, all_topics: bool = False, questions: tuple[str, ...] = QUESTIONS) -> 
         with use_rich_progress():
             report = pipeline.ingest(docs)
         console.print(f"ingest: {report.added} added, {report.updated} updated, {report.skipped} unchanged, "
+                      f"{report.duplicates} duplicates (same text as another topic), "
                       f"{report.chunks_added} chunks embedded in {time.perf_counter() - t0:.1f} s; "
                       f"index holds {pipeline.retriever.count()} chunks")
         for q in questions:
