@@ -22,15 +22,12 @@ False without a C compiler or with ``AISD_NATIVE_KERNELS=0``; the model then run
 from __future__ import annotations
 
 import ctypes
-import logging
 from pathlib import Path
 
 import torch
 
 from aisd.core.native import NativeLibrary
 from aisd.engine.cpu_kernels import compile_on_torch_openmp
-
-log = logging.getLogger(__name__)
 
 _SOURCE = "\n".join((Path(__file__).parent / f).read_text() for f in ("kernel_math.h", "fused_ops.c"))
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp-simd", "-fPIC", "-shared", "-std=c11"]
