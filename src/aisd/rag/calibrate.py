@@ -162,5 +162,4 @@ def checker_for(pipeline: Any, strategy: str) -> AnswerabilityChecker:
         config = AnswerabilityConfig(strategy=names, sources=sources)
     except ValueError as e:
         raise InvalidRequestError(str(e), param="answerability") from e
-    judge = getattr(pipeline, "answerability_llm", None) or pipeline.llm
-    return AnswerabilityChecker(config, llm=judge, embedder=pipeline.embedder)
+    return AnswerabilityChecker(config, llm=pipeline.answerability_judge, embedder=pipeline.embedder)

@@ -240,9 +240,14 @@ class RAGPipeline:
             raise UnsupportedError("this pipeline has no LLM client: configure one to ask questions", param="llm")
         return self.llm
 
+    @property
+    def answerability_judge(self) -> LLMClient | None:
+        """The client the "llm" answerability check asks: the separate judge when one is set, else the generator."""
+        return self.answerability_llm or self.llm
+
     def _generator(self, cfg: RagConfig) -> CitedGenerator:
         return CitedGenerator(self._need_llm(), cfg.generation(), embedder=self.embedder,
-                              answerability_llm=self.answerability_llm)
+                              answerability_llm=self.answerability_judge)
 
     def _agent(self, cfg: RagConfig, filter: dict | None) -> AgenticRAG:
         agent_cfg = AgentConfig(max_iterations=cfg.agent_max_iterations, k=cfg.top_k, route=cfg.agent_route,
