@@ -94,6 +94,47 @@ def test_cli_eval_on_squad(fake_services: Path, shared_data: Path, tmp_path: Pat
     assert "squad_f1" in r.output
 
 
+def tiny_squad(path: Path) -> Path:
+    """A two-article SQuAD 2.0 file: each paragraph with one answerable and one unanswerable question."""
+    rows = {"Rivers": [("The Tagus flows through Lisbon.", "Which city does the Tagus flow through?", "Lisbon",
+                        "Which city does the Tagus flow around?"),
+                       ("The Douro reaches the sea at Porto.", "Where does the Douro reach the sea?", "Porto",
+                        "Where does the Douro leave the sea?")],
+            "Bridges": [("The Vasco da Gama bridge opened in 1998.", "When did the Vasco da Gama bridge open?",
+                         "1998", "When did the Vasco da Gama bridge close?"),
+                        ("The April 25 bridge is red.", "What colour is the April 25 bridge?", "red",
+                         "What colour was the April 25 bridge before?")]}
+    articles = []
+    for title, paragraphs in rows.items():
+        articles.append({"title": title, "paragraphs": [
+            {"context": context, "qas": [
+                {"id": f"{title}{i}a", "question": q, "is_impossible": False,
+                 "answers": [{"text": answer, "answer_start": context.index(answer)}]},
+                {"id": f"{title}{i}u", "question": q_no, "answers": [], "is_impossible": True}]}
+            for i, (context, q, answer, q_no) in enumerate(paragraphs)]})
+    path.write_text(json.dumps({"version": "v2.0", "data": articles}))
+    return path
+
+
+def test_aisd_eval_generation_is_rag_eval(fake_services: Path, tmp_path: Path) -> None:
+    """`aisd eval generation` (under the evaluations group, beside `aisd eval retrieval`) runs `aisd rag eval`."""
+    from aisd.app.cli import app
+
+    data = tiny_squad(tmp_path / "squad.json")
+    out = tmp_path / "gen.json"
+    r = CliRunner().invoke(app, ["eval", "generation", "--data", str(data), "--limit", "4", "--runs", "1",
+                                 "--retriever", "bm25", "--k", "1", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    result = json.loads(out.read_text())
+    assert result["corpus_documents"] == 4
+    # the fake LLM never refuses: the 2 unanswerable questions are scored wrong, the 2 answerable ones not refused
+    assert result["metrics"]["not_in_sources_accuracy"]["n"] == 2
+    assert result["metrics"]["not_in_sources_accuracy"]["mean"] == 0.0
+    assert result["metrics"]["false_refusal_rate"]["mean"] == 0.0
+    r = CliRunner().invoke(app, ["eval", "generation", "--data", str(tmp_path / "missing.json")])
+    assert r.exit_code != 0
+
+
 def test_squad_eval_refusals_are_scored(shared_data: Path) -> None:
     from aisd.app.rag_eval import SquadEvalConfig, run_squad_eval
     from aisd.rag.pipeline import RAGPipeline

@@ -218,11 +218,8 @@ LLM_PROMPT = "Sources:\n{sources}\n\nQuestion: {question}\nDo the sources state 
              "Answer Yes or No."
 
 
-def llm_answerability_score(llm: LLMClient, question: str, passages: Sequence[str], max_chars: int = 1500) -> float:
-    """log P(Yes) - log P(No) of the judge's first token (reply text +1 / -1 when there are no logprobs, 0 when
-    neither word is given)."""
-    from aisd.rag.rerank import yes_no_score  # the same Yes/No logprob reading the LLM reranker uses
-
+def numbered_sources(passages: Sequence[str], max_chars: int = 1500) -> str:
+    """The judge's source block: "[1] text" per passage, whitespace collapsed, at most ``max_chars`` in all."""
     budget = max_chars
     shown: list[str] = []
     for i, p in enumerate(passages, 1):
@@ -231,7 +228,15 @@ def llm_answerability_score(llm: LLMClient, question: str, passages: Sequence[st
             break
         shown.append(f"[{i}] {text}")
         budget -= len(text)
-    prompt = LLM_PROMPT.format(sources="\n\n".join(shown), question=question)
+    return "\n\n".join(shown)
+
+
+def llm_answerability_score(llm: LLMClient, question: str, passages: Sequence[str], max_chars: int = 1500) -> float:
+    """log P(Yes) - log P(No) of the judge's first token (reply text +1 / -1 when there are no logprobs, 0 when
+    neither word is given)."""
+    from aisd.rag.rerank import yes_no_score  # the same Yes/No logprob reading the LLM reranker uses
+
+    prompt = LLM_PROMPT.format(sources=numbered_sources(passages, max_chars), question=question)
     request = chat_request([{"role": "system", "content": LLM_SYSTEM}, {"role": "user", "content": prompt}],
                            max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=10)
     response = llm.chat(request)

@@ -1,4 +1,5 @@
-"""CLI: aisd eval retrieval - run a grid of retrieval configurations over a BEIR folder (or SQuAD 2.0 JSON).
+"""CLI: aisd eval retrieval - run a grid of retrieval configurations over a BEIR folder (or SQuAD 2.0 JSON); aisd
+eval generation - the SQuAD 2.0 generation metrics, the same command as ``aisd rag eval``.
 
 Example: ``aisd eval retrieval --data ../shared/data/scifact --split train --configs bm25,dense,hybrid-rrf
 --json out.json``. Composition (rag retrievers + evals runner) happens here because evals never imports rag.
@@ -173,3 +174,12 @@ def retrieval(
         console.print(f"wrote {json_out}")
     services.close()
 
+
+def _register_generation() -> None:
+    """``aisd eval generation`` is ``aisd rag eval`` (one implementation, found under both groups)."""
+    from aisd.app.commands.rag import eval_
+
+    app.command("generation")(eval_)
+
+
+_register_generation()

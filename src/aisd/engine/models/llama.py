@@ -18,6 +18,7 @@ below, the reference path.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -105,6 +106,10 @@ class LlamaModel:
         self.cos, self.sin = emb.cos(), emb.sin()  # float32, like the activations
         self.packed = False
         self.fused: bool | None = None  # fused native steps in forward (decided on the first call; see _use_fused)
+        # Activation capture (probes, interpretability): called as observer(layer index, residual stream [T, hidden]
+        # float32) after every decoder layer of every forward. The tensor may be updated in place later: copy what
+        # you keep. None (the default) costs one check per layer.
+        self.layer_observer: Callable[[int, torch.Tensor], None] | None = None
 
     def pack_weights(self) -> bool:
         """Pre-pack every linear weight into oneDNN's blocked layout (what inductor's CPU "freezing" and IPEX do):
@@ -176,7 +181,8 @@ class LlamaModel:
         x = F.embedding(input_ids, self.embed).to(self.act_dtype)  # [T, hidden]
         cos, sin = self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)  # [T, 1, D]
         k_end = (H + KVH) * D
-        for layer, (k_cache, v_cache) in zip(self.layers, kv_caches, strict=True):
+        observe = self.layer_observer
+        for i, (layer, (k_cache, v_cache)) in enumerate(zip(self.layers, kv_caches, strict=True)):
             h = rms_norm(x, layer.input_norm, c.rms_norm_eps)
             qkv = self._linear(h, layer.qkv, layer.qkv_bias)  # [T, (H + 2 KVH) D]
             qk = self._rope(qkv[:, :k_end].view(T, H + KVH, D), cos, sin)  # q and k heads rotated in one pass
@@ -187,6 +193,8 @@ class LlamaModel:
             h = rms_norm(x, layer.post_norm, c.rms_norm_eps)
             gate, up = self._linear(h, layer.gate_up).chunk(2, dim=-1)
             x = x + self._linear(F.silu(gate) * up, layer.down)
+            if observe is not None:
+                observe(i, x)
         return x
 
     def _forward_fused(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
@@ -201,7 +209,8 @@ class LlamaModel:
         ensure_slot_indices(meta, kv_caches[0][0].shape[2])
         x = F.embedding(input_ids, self.embed).to(self.act_dtype)  # [T, hidden], a fresh tensor: updated in place
         delta: torch.Tensor | None = None  # the previous layer's MLP output, not yet added to x (bfloat16 mode)
-        for layer, (k_cache, v_cache) in zip(self.layers, kv_caches, strict=True):
+        observe = self.layer_observer
+        for i, (layer, (k_cache, v_cache)) in enumerate(zip(self.layers, kv_caches, strict=True)):
             h = fused_ops.add_rms_norm(x, delta, layer.input_norm, eps) if low \
                 else rms_norm(x, layer.input_norm, eps)
             qkv = fused_ops.rope_qkv_store(self._matmul(h, layer.qkv), layer.qkv_bias, self.cos, self.sin,
@@ -217,6 +226,8 @@ class LlamaModel:
                 x = x + o
                 gate, up = self._matmul(rms_norm(x, layer.post_norm, eps), layer.gate_up).chunk(2, dim=-1)
                 x = x + self._matmul(F.silu(gate) * up, layer.down)
+            if observe is not None:  # bfloat16 mode: the stream is x + the pending delta
+                observe(i, x if delta is None else x + delta)
         if delta is not None:
             fused_ops.add_rms_norm(x, delta, None, eps)  # the last residual add
         return x
