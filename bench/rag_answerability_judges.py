@@ -127,6 +127,8 @@ def main() -> None:
     splits = {"cal": sample(True, args.cal), "test": sample(False, args.test)}
     splits["extra"] = sample(True, args.extra, {q.id for q in splits["cal"]})
     services = Services(Settings())
+    if services.settings.rag.llm_url:
+        sys.exit("the probes read the judge's hidden states: unset AISD_RAG__LLM_URL and set AISD_ENGINE__MODEL")
     llm = services.llm_client
     services.engine.start()
     model = services.engine.engine.model
