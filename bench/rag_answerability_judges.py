@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import sys
 import time
@@ -45,13 +44,6 @@ EXTRACT_PROMPT = ("Sources:\n{sources}\n\nQuestion: {question}\nAnswer with a sh
 VERIFY_PROMPT = ("Sources:\n{sources}\n\nQuestion: {question}\nProposed answer: {answer}\nDo the sources state that "
                  "this is the answer to the question? Answer Yes or No.")
 SYSTEM = "You answer questions using only the given sources."
-
-
-def first_token_logprob(response: Any, word: str) -> float:
-    """log P(word) of the first token from its top logprobs; one nat below the least likely listed one if absent."""
-    tops = list(response.choices[0].logprobs.content[0].top_logprobs)
-    vals = [t.logprob for t in tops if t.token.strip().lower() == word]
-    return max(vals) if vals else min(t.logprob for t in tops) - 1.0
 
 
 def logistic_probe(x_train: np.ndarray, y: np.ndarray, groups: np.ndarray, x_test: np.ndarray) -> dict[str, Any]:
@@ -95,6 +87,7 @@ def main() -> None:
         sys.exit(f"SQuAD data not found at {args.data}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
+    from engine_throughput import cpu_model  # bench/ is on sys.path when run as a script
     from rich.console import Console
     from rich.table import Table
 
@@ -106,7 +99,7 @@ def main() -> None:
     from aisd.rag.calibrate import auc
     from aisd.rag.loaders import load_squad
     from aisd.rag.pipeline import RAGPipeline
-    from aisd.rag.rerank import yes_no_score
+    from aisd.rag.rerank import first_token_logprob, yes_no_score
 
     torch.set_num_threads(args.threads)
     console = Console(width=150)
@@ -132,10 +125,10 @@ def main() -> None:
     llm = services.llm_client
     services.engine.start()
     model = services.engine.engine.model
-    last: dict[str, torch.Tensor] = {}
+    last: dict[int, torch.Tensor] = {}  # layer index -> [hidden] at the last position of the latest forward
 
-    def observer(i: int, x: torch.Tensor) -> None:  # x [T, hidden]: keep the last position's row
-        last[str(i)] = x[-1].clone()
+    def observer(i: int, x: torch.Tensor) -> None:  # x [T, hidden]
+        last[i] = x[-1].clone()
 
     values = {**services.settings.rag.model_dump(), "retriever": "hybrid-rrf", "top_k": 3, "chunk_size": 256,
               "chunk_overlap": 0, "answerability": "none"}
@@ -158,7 +151,7 @@ def main() -> None:
                     finally:
                         model.layer_observer = None
                     timing["llm"] += time.perf_counter() - t0
-                    states[split].append(torch.stack([last[str(i)] for i in range(len(last))]).numpy())
+                    states[split].append(torch.stack([last[i] for i in sorted(last)]).numpy())
                     if split != "extra":
                         t0 = time.perf_counter()
                         src = numbered_sources(texts)
@@ -171,7 +164,7 @@ def main() -> None:
                         ver = llm.chat(chat_request(msgs, max_tokens=1, temperature=0.0, logprobs=True,
                                                     top_logprobs=20))
                         row.update(answer=answer, said_unanswerable="unanswerable" in answer.lower(),
-                                   extract=-first_token_logprob(ext, "unanswerable"),
+                                   extract=-(first_token_logprob(ext, "unanswerable") or 0.0),
                                    verify=yes_no_score(ver) or 0.0)
                         timing["extract+verify"] += time.perf_counter() - t0
                     rows[split].append(row)
@@ -183,15 +176,15 @@ def main() -> None:
     n_layers = states["cal"][0].shape[0]
     results: dict[str, dict[str, Any]] = {}
 
-    def operating_point(name: str, cal_scores: np.ndarray, test_scores: np.ndarray, **extra: Any) -> None:
-        thr = best_threshold(cal_scores[y_cal], args.budget)
+    def operating_point(name: str, thr: float, test_scores: np.ndarray, **extra: Any) -> None:
         refused = test_scores < thr
         results[name] = {"threshold": thr, "unanswerable_accuracy": float(refused[~y_test].mean()),
                          "false_refusal_rate": float(refused[y_test].mean()),
                          "auc": auc(test_scores[y_test], test_scores[~y_test]), **extra}
 
     for name in ("llm", "extract", "verify"):
-        operating_point(name, np.array([r[name] for r in rows["cal"]]), np.array([r[name] for r in rows["test"]]))
+        cal_scores = np.array([r[name] for r in rows["cal"]])
+        operating_point(name, best_threshold(cal_scores[y_cal], args.budget), np.array([r[name] for r in rows["test"]]))
     said = np.array([r["said_unanswerable"] for r in rows["test"]])
     results["said unanswerable (model's own refusal)"] = {
         "threshold": None, "unanswerable_accuracy": float(said[~y_test].mean()),
@@ -204,12 +197,8 @@ def main() -> None:
     for spec in args.layers.split(","):
         layer = n_layers if spec == "last" else int(spec)
         probe = logistic_probe(x_train[:, layer - 1], y_train, groups, x_test[:, layer - 1])
-        thr = best_threshold(probe["train_oof"][y_train], args.budget)  # out-of-fold: not the fitted scores
-        refused = probe["test"] < thr
-        results[f"probe-{layer}"] = {"threshold": thr, "unanswerable_accuracy": float(refused[~y_test].mean()),
-                                     "false_refusal_rate": float(refused[y_test].mean()),
-                                     "auc": auc(probe["test"][y_test], probe["test"][~y_test]), "C": probe["C"],
-                                     "cv_auc": probe["cv_auc"], "train_questions": len(y_train)}
+        operating_point(f"probe-{layer}", best_threshold(probe["train_oof"][y_train], args.budget),  # out-of-fold
+                        probe["test"], C=probe["C"], cv_auc=probe["cv_auc"], train_questions=len(y_train))
     table = Table(title=f"SQuAD 2.0 answerability, judge {getattr(llm, 'model_name', '?')}: thresholds at "
                         f"false-refusal budget {args.budget} on articles 1-8, measured on {len(y_test)} test "
                         "questions (articles 9-16)")
@@ -221,7 +210,7 @@ def main() -> None:
                       "-" if r["auc"] is None else f"{r['auc']:.3f}", note)
     console.print(table)
     n_judged = sum(len(v) for v in rows.values())
-    machine = {"cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+    machine = {"cores": os.cpu_count(), "cpu": cpu_model(),
                "load_avg_start": round(load0, 1), "load_avg_end": round(os.getloadavg()[0], 1),
                "llm": getattr(llm, "model_name", "?"), "layers": n_layers,
                "llm_s_per_question": round(timing["llm"] / n_judged, 2),

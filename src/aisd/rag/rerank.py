@@ -45,21 +45,24 @@ YES_NO_PROMPT = "Query: {query}\nPassage: {passage}\nIs the passage relevant to 
 MODES = ("yes-no", "rating")
 
 
-def yes_no_score(response: Any) -> float | None:
-    """log P(Yes) - log P(No) of the first generated token, from its top logprobs (the relevance-generation score of
-    monoT5, Nogueira et al. 2020, and HELM's ranking prompts); None when the response carries no logprobs. A word
-    missing from the top list gets one nat below the least likely listed token."""
+def first_token_logprob(response: Any, word: str) -> float | None:
+    """log P(word) of the first generated token (case and spaces ignored) from its top logprobs; a word missing from
+    the top list gets one nat below the least likely listed token; None when the response carries no logprobs."""
     try:
         first = response.choices[0].logprobs.content[0]
     except (AttributeError, IndexError, TypeError):
         return None
     tops = list(first.top_logprobs) or [first]
-    floor = min(t.logprob for t in tops) - 1.0
+    vals = [t.logprob for t in tops if t.token.strip().lower() == word]
+    return max(vals) if vals else min(t.logprob for t in tops) - 1.0
 
-    def lp(word: str) -> float:
-        vals = [t.logprob for t in tops if t.token.strip().lower() == word]
-        return max(vals) if vals else floor
-    return lp("yes") - lp("no")
+
+def yes_no_score(response: Any) -> float | None:
+    """log P(Yes) - log P(No) of the first generated token, from its top logprobs (the relevance-generation score of
+    monoT5, Nogueira et al. 2020, and HELM's ranking prompts); None when the response carries no logprobs. A word
+    missing from the top list gets one nat below the least likely listed token."""
+    yes, no = first_token_logprob(response, "yes"), first_token_logprob(response, "no")
+    return None if yes is None or no is None else yes - no
 
 
 class LLMReranker:
